@@ -1,0 +1,274 @@
+package codec
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"io"
+	"math/rand/v2"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"testing/iotest"
+
+	"github.com/pitr-dev/pitr/storage"
+)
+
+func sample(n int, compressible bool) []byte {
+	rng := rand.New(rand.NewPCG(uint64(n), 7))
+	b := make([]byte, n)
+	for i := range b {
+		if compressible {
+			b[i] = "pitr wal "[i%9] ^ byte(rng.IntN(2))
+		} else {
+			b[i] = byte(rng.Uint32())
+		}
+	}
+	return b
+}
+
+func encode(t *testing.T, data []byte, c Codec) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	info, err := Encode(&buf, bytes.NewReader(data), Options{Codec: c})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Size != int64(len(data)) || info.SHA256 != sha256.Sum256(data) {
+		t.Fatalf("writer info %v does not describe the input", info)
+	}
+	return buf.Bytes()
+}
+
+func decode(obj []byte, wrap func(io.Reader) io.Reader) ([]byte, Info, error) {
+	var src io.Reader = bytes.NewReader(obj)
+	if wrap != nil {
+		src = wrap(src)
+	}
+	r, err := NewReader(src)
+	if err != nil {
+		return nil, Info{}, err
+	}
+	defer r.Close()
+	out, err := io.ReadAll(r)
+	return out, r.Info(), err
+}
+
+func TestRoundTrip(t *testing.T) {
+	for _, c := range []Codec{None, Zstd} {
+		for _, n := range []int{0, 1, trailerSize - 1, trailerSize, trailerSize + 1, 1 << 20, 5<<20 + 3} {
+			for _, compressible := range []bool{false, true} {
+				data := sample(n, compressible)
+				obj := encode(t, data, c)
+				for name, wrap := range map[string]func(io.Reader) io.Reader{"plain": nil, "onebyte": iotest.OneByteReader, "half": iotest.HalfReader} {
+					if name == "onebyte" && n > 1<<20 {
+						continue
+					}
+					got, info, err := decode(obj, wrap)
+					if err != nil {
+						t.Fatalf("%v n=%d %s: %v", c, n, name, err)
+					}
+					if !bytes.Equal(got, data) {
+						t.Fatalf("%v n=%d %s: decoded bytes differ", c, n, name)
+					}
+					if info.Size != int64(n) || info.SHA256 != sha256.Sum256(data) {
+						t.Fatalf("%v n=%d: reader info %v", c, n, info)
+					}
+				}
+			}
+		}
+	}
+}
+
+func TestZstdCompresses(t *testing.T) {
+	data := sample(4<<20, true)
+	if obj := encode(t, data, Zstd); len(obj) > len(data)/3 {
+		t.Fatalf("zstd object is %d bytes for %d compressible bytes", len(obj), len(data))
+	}
+	if obj := encode(t, data, None); len(obj) != len(data)+headerSize+trailerSize {
+		t.Fatalf("none object is %d bytes for %d bytes", len(obj), len(data))
+	}
+}
+
+func TestCorruptionIsDetected(t *testing.T) {
+	for _, c := range []Codec{None, Zstd} {
+		data := sample(300<<10, true)
+		obj := encode(t, data, c)
+		cases := map[string][]byte{
+			"flipped body byte":    flip(obj, headerSize+len(obj)/3),
+			"flipped last body":    flip(obj, len(obj)-trailerSize-1),
+			"flipped checksum":     flip(obj, len(obj)-1),
+			"flipped size":         flip(obj, len(obj)-trailerSize+15),
+			"truncated trailer":    obj[:len(obj)-1],
+			"no trailer":           obj[:len(obj)-trailerSize],
+			"truncated mid body":   obj[:len(obj)/2],
+			"header only":          obj[:headerSize],
+			"trailing garbage":     append(bytes.Clone(obj), 'x'),
+			"empty":                {},
+			"bad magic":            flip(obj, 0),
+			"unknown codec":        withByte(obj, 5, 9),
+			"double trailer bytes": append(bytes.Clone(obj), obj[len(obj)-trailerSize:]...),
+		}
+		for name, bad := range cases {
+			got, _, err := decode(bad, nil)
+			if !errors.Is(err, ErrCorrupt) {
+				t.Errorf("%v %s: got err=%v (decoded %d bytes), want ErrCorrupt", c, name, err, len(got))
+			}
+		}
+	}
+}
+
+func TestNewerVersionIsUnsupportedNotCorrupt(t *testing.T) {
+	obj := withByte(encode(t, sample(100, false), Zstd), 4, version+1)
+	if _, _, err := decode(obj, nil); !errors.Is(err, ErrUnsupported) || errors.Is(err, ErrCorrupt) {
+		t.Fatalf("got %v, want ErrUnsupported", err)
+	}
+}
+
+func flip(b []byte, i int) []byte {
+	out := bytes.Clone(b)
+	out[i] ^= 0x40
+	return out
+}
+
+func withByte(b []byte, i int, v byte) []byte {
+	out := bytes.Clone(b)
+	out[i] = v
+	return out
+}
+
+// An I/O error from the store is not corruption: callers retry the one and
+// stop at the other.
+func TestSourceErrorIsNotCorruption(t *testing.T) {
+	obj := encode(t, sample(1<<20, false), Zstd)
+	boom := errors.New("connection reset")
+	src := io.MultiReader(bytes.NewReader(obj[:len(obj)/2]), iotest.ErrReader(boom))
+	r, err := NewReader(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = io.ReadAll(r)
+	if !errors.Is(err, boom) || errors.Is(err, ErrCorrupt) {
+		t.Fatalf("got %v, want the source error and not ErrCorrupt", err)
+	}
+}
+
+func TestParse(t *testing.T) {
+	for in, want := range map[string]Codec{"": Zstd, "zstd": Zstd, "ZSTD": Zstd, "none": None} {
+		if got, err := Parse(in); err != nil || got != want {
+			t.Errorf("Parse(%q) = %v, %v", in, got, err)
+		}
+	}
+	if _, err := Parse("gzip"); err == nil || !strings.Contains(err.Error(), "gzip") {
+		t.Errorf("Parse(gzip) error %v should name the value", err)
+	}
+}
+
+// memStore is the smallest Store that honours the contract's atomicity: an
+// object appears only when its Put read the whole body without error.
+type memStore struct {
+	mu      sync.Mutex
+	objects map[string][]byte
+}
+
+func (m *memStore) Put(_ context.Context, key string, r io.Reader) error {
+	b, err := io.ReadAll(r)
+	if err != nil {
+		return err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.objects == nil {
+		m.objects = map[string][]byte{}
+	}
+	m.objects[key] = b
+	return nil
+}
+
+func (m *memStore) Open(_ context.Context, key string, off int64) (io.ReadCloser, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	b, ok := m.objects[key]
+	if !ok {
+		return nil, storage.ErrNotExist
+	}
+	return io.NopCloser(bytes.NewReader(b[off:])), nil
+}
+
+func (m *memStore) Stat(_ context.Context, key string) (storage.ObjectInfo, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	b, ok := m.objects[key]
+	if !ok {
+		return storage.ObjectInfo{}, storage.ErrNotExist
+	}
+	return storage.ObjectInfo{Key: key, Size: int64(len(b))}, nil
+}
+
+func (m *memStore) List(_ context.Context, prefix string) ([]storage.ObjectInfo, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []storage.ObjectInfo
+	for k, b := range m.objects {
+		if strings.HasPrefix(k, prefix) {
+			out = append(out, storage.ObjectInfo{Key: k, Size: int64(len(b))})
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Key < out[j].Key })
+	return out, nil
+}
+
+func (m *memStore) Delete(_ context.Context, key string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	delete(m.objects, key)
+	return nil
+}
+
+func TestPutOpenThroughStore(t *testing.T) {
+	ctx := context.Background()
+	st := &memStore{}
+	for _, tc := range []struct {
+		name string
+		n    int
+		hint func(n int) int64
+	}{
+		{"buffered", 3 << 20, func(n int) int64 { return int64(n) }},
+		{"streamed", 3 << 20, func(int) int64 { return -1 }},
+		{"streamed large", bufferLimit + 1, func(n int) int64 { return int64(n) }},
+	} {
+		data := sample(tc.n, true)
+		stored, err := Put(ctx, st, tc.name, bytes.NewReader(data), tc.hint(tc.n), Options{Codec: Zstd})
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		if stored.Size != int64(tc.n) || stored.StoredSize != int64(len(st.objects[tc.name])) {
+			t.Fatalf("%s: Put reported %+v, stored %d bytes", tc.name, stored, len(st.objects[tc.name]))
+		}
+		info, err := ReadInfo(ctx, st, tc.name)
+		if err != nil || !info.Equal(stored.Info) {
+			t.Fatalf("%s: ReadInfo = %v, %v; want %v", tc.name, info, err, stored.Info)
+		}
+	}
+	if _, err := Open(ctx, st, "absent"); !errors.Is(err, storage.ErrNotExist) {
+		t.Fatalf("Open(absent) = %v, want ErrNotExist", err)
+	}
+}
+
+// A source that fails halfway must not leave an object behind, whichever path Put takes.
+func TestPutSourceFailureStoresNothing(t *testing.T) {
+	ctx := context.Background()
+	st := &memStore{}
+	boom := errors.New("disk read error")
+	for _, hint := range []int64{2 << 20, -1} {
+		src := io.MultiReader(bytes.NewReader(sample(1<<20, true)), iotest.ErrReader(boom))
+		if _, err := Put(ctx, st, "k", src, hint, Options{Codec: Zstd}); !errors.Is(err, boom) {
+			t.Fatalf("hint %d: Put = %v, want the source error", hint, err)
+		}
+		if _, ok := st.objects["k"]; ok {
+			t.Fatalf("hint %d: object stored despite failed source", hint)
+		}
+	}
+}

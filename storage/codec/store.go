@@ -1,0 +1,109 @@
+package codec
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+
+	"github.com/pitr-dev/pitr/storage"
+)
+
+// bufferLimit is the largest input that Put encodes into memory before
+// uploading. A buffered object is seekable, so the store can retry the upload
+// by itself; a 16 MiB WAL segment fits, a 1 GiB segment or a base backup streams.
+const bufferLimit = 64 << 20
+
+// Stored describes an object that Put wrote.
+type Stored struct {
+	Info             // the original bytes
+	StoredSize int64 // bytes in the repository
+}
+
+// Put encodes src as one object and stores it under key. sizeHint is the
+// length of src if known, or -1.
+func Put(ctx context.Context, st storage.Store, key string, src io.Reader, sizeHint int64, opts Options) (Stored, error) {
+	if sizeHint >= 0 && sizeHint <= bufferLimit {
+		var buf bytes.Buffer
+		buf.Grow(int(sizeHint/2) + headerSize + trailerSize)
+		info, err := Encode(&buf, src, opts)
+		if err != nil {
+			return Stored{}, fmt.Errorf("encode %s: %w", key, err)
+		}
+		stored := int64(buf.Len())
+		if err := st.Put(ctx, key, bytes.NewReader(buf.Bytes())); err != nil {
+			return Stored{}, err
+		}
+		return Stored{Info: info, StoredSize: stored}, nil
+	}
+
+	pr, pw := io.Pipe()
+	counter := &countingWriter{w: pw}
+	result := make(chan Info, 1)
+	go func() {
+		info, err := Encode(counter, src, opts)
+		result <- info
+		// CloseWithError(nil) is Close: the store sees EOF only after the trailer.
+		pw.CloseWithError(err)
+	}()
+	err := st.Put(ctx, key, pr)
+	// Unblock the encoder if the store stopped reading early.
+	pr.CloseWithError(fmt.Errorf("upload of %s ended", key))
+	info := <-result
+	if err != nil {
+		return Stored{}, err
+	}
+	return Stored{Info: info, StoredSize: counter.n}, nil
+}
+
+type countingWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	return n, err
+}
+
+// Object is an open, decoding reader of a stored object.
+type Object struct {
+	*Reader
+	raw io.ReadCloser
+}
+
+// Close releases the decoder and the underlying store reader.
+func (o *Object) Close() error {
+	o.Reader.Close()
+	return o.raw.Close()
+}
+
+// Open returns a reader of the original bytes stored under key. Read ends
+// with io.EOF only after the checksum has been verified.
+func Open(ctx context.Context, st storage.Store, key string) (*Object, error) {
+	raw, err := st.Open(ctx, key, 0)
+	if err != nil {
+		return nil, err
+	}
+	r, err := NewReader(raw)
+	if err != nil {
+		raw.Close()
+		return nil, fmt.Errorf("open %s: %w", key, err)
+	}
+	return &Object{Reader: r, raw: raw}, nil
+}
+
+// ReadInfo decodes the whole object and returns what its trailer vouches for.
+// It is how callers compare a stored object with local bytes.
+func ReadInfo(ctx context.Context, st storage.Store, key string) (Info, error) {
+	obj, err := Open(ctx, st, key)
+	if err != nil {
+		return Info{}, err
+	}
+	defer obj.Close()
+	if _, err := io.Copy(io.Discard, obj); err != nil {
+		return Info{}, fmt.Errorf("read %s: %w", key, err)
+	}
+	return obj.Info(), nil
+}
