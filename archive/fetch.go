@@ -1,0 +1,145 @@
+package archive
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/pitr-dev/pitr/archive/wal"
+	"github.com/pitr-dev/pitr/repo"
+	"github.com/pitr-dev/pitr/storage"
+	"github.com/pitr-dev/pitr/storage/codec"
+)
+
+// ErrNotArchived means the repository answered, definitely, that it holds no
+// such file. It is the only failure restore_command may report as "not
+// found" (exit 1): PostgreSQL reads that as the end of the archive.
+var ErrNotArchived = errors.New("not in the archive")
+
+// FetchResult describes one fetched file.
+type FetchResult struct {
+	Name     string
+	Key      string
+	Size     int64
+	Codec    codec.Codec
+	Duration time.Duration
+}
+
+// Fetch restores the archived file name (restore_command's %f) to dest (%p).
+// dest appears only complete and verified: the bytes are written to a
+// temporary file beside it, checked, synced and renamed into place. On any
+// error nothing is left at dest.
+func (a *Archiver) Fetch(ctx context.Context, name, dest string) (FetchResult, error) {
+	start := a.now()
+	res := FetchResult{Name: name}
+	kind, err := wal.Classify(name)
+	if err != nil {
+		return res, fmt.Errorf("fetch %s: %w", name, err)
+	}
+	m, err := repo.ReadMarker(ctx, a.Store)
+	if err != nil {
+		// Never ErrNotArchived: a missing or unreadable repository must stop
+		// recovery, not end it early at whatever point it reached.
+		return res, fmt.Errorf("fetch %s: %w", name, err)
+	}
+	if a.ControlFile != "" {
+		if ctl, err := wal.ReadControlSystemID(a.ControlFile); err == nil && repo.SystemID(ctl) != m.SystemIdentifier {
+			return res, fmt.Errorf("fetch %s: %w", name, &repo.ForeignSystemError{Repository: m.SystemIdentifier, Got: repo.SystemID(ctl)})
+		}
+	}
+	key, err := repo.WALKey(m.SystemIdentifier, name)
+	if err != nil {
+		return res, fmt.Errorf("fetch %s: %w", name, err)
+	}
+	res.Key = key
+
+	obj, err := codec.Open(ctx, a.Store, key)
+	if errors.Is(err, storage.ErrNotExist) {
+		return res, fmt.Errorf("fetch %s: %w", name, ErrNotArchived)
+	}
+	if err != nil {
+		return res, fmt.Errorf("fetch %s: %w", name, err)
+	}
+	defer obj.Close()
+	res.Codec = obj.Codec()
+
+	size, err := writeVerified(dest, obj, func(f *os.File, size int64) error {
+		if kind != wal.KindSegment && kind != wal.KindPartial {
+			return nil
+		}
+		// The checksum proves these are the bytes that were archived; the
+		// header proves they are the segment PostgreSQL asked for.
+		_, _, err := readSegmentHeader(f, name[:24], size)
+		return err
+	})
+	if err != nil {
+		return res, fmt.Errorf("fetch %s: %w", name, err)
+	}
+	res.Size = size
+	res.Duration = a.now().Sub(start)
+	return res, nil
+}
+
+// writeVerified copies src to a temporary file next to dest, runs check on
+// it, syncs it and renames it to dest. src must fail its final Read if its
+// content is not verified (codec.Reader does).
+func writeVerified(dest string, src io.Reader, check func(*os.File, int64) error) (int64, error) {
+	dir := filepath.Dir(dest)
+	var rnd [6]byte
+	if _, err := rand.Read(rnd[:]); err != nil {
+		return 0, err
+	}
+	// A leading dot and a suffix that is no WAL name: if we are killed,
+	// PostgreSQL never mistakes the leftover for a segment.
+	tmp := filepath.Join(dir, "."+filepath.Base(dest)+".pitr-tmp-"+hex.EncodeToString(rnd[:]))
+	f, err := os.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return 0, err
+	}
+	done := false
+	defer func() {
+		if !done {
+			f.Close()
+			os.Remove(tmp)
+		}
+	}()
+	n, err := io.Copy(f, src)
+	if err != nil {
+		return n, err
+	}
+	if err := check(f, n); err != nil {
+		return n, err
+	}
+	if err := f.Sync(); err != nil {
+		return n, fmt.Errorf("sync %s: %w", tmp, err)
+	}
+	if err := f.Close(); err != nil {
+		return n, fmt.Errorf("close %s: %w", tmp, err)
+	}
+	if err := os.Rename(tmp, dest); err != nil {
+		return n, err
+	}
+	done = true
+	if err := syncDir(dir); err != nil {
+		return n, err
+	}
+	return n, nil
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("sync directory %s: %w", dir, err)
+	}
+	return nil
+}

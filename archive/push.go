@@ -1,0 +1,230 @@
+// Package archive moves WAL files between a PostgreSQL data directory and a
+// repository, honouring the archive_command and restore_command contracts.
+package archive
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/pitr-dev/pitr/archive/wal"
+	"github.com/pitr-dev/pitr/repo"
+	"github.com/pitr-dev/pitr/storage"
+	"github.com/pitr-dev/pitr/storage/codec"
+)
+
+// ErrConflict means the repository already holds a different file under the
+// same name. archive_command must fail then, and the archived copy must stay.
+var ErrConflict = errors.New("a different file with this name is already archived")
+
+// Archiver pushes and fetches WAL files of one repository.
+type Archiver struct {
+	Store storage.Store // the repository root
+	Codec codec.Options
+	// ControlFile is the path of the cluster's global/pg_control, used to
+	// identify the database system for files without a WAL page header
+	// (.history, .backup) and to cross-check fetches. Empty: not available.
+	ControlFile string
+	Log         *slog.Logger
+	Now         func() time.Time
+}
+
+func (a *Archiver) now() time.Time {
+	if a.Now != nil {
+		return a.Now()
+	}
+	return time.Now()
+}
+
+func (a *Archiver) log() *slog.Logger {
+	if a.Log != nil {
+		return a.Log
+	}
+	return slog.New(slog.DiscardHandler)
+}
+
+// PushResult describes one archived file.
+type PushResult struct {
+	Name            string
+	Key             string
+	Size            int64 // original bytes
+	Stored          int64 // bytes in the repository; 0 when already archived
+	AlreadyArchived bool  // an identical copy was there before
+	Replaced        bool  // a corrupt archived copy was replaced
+	Duration        time.Duration
+}
+
+// Push archives the file at path (archive_command's %p). It returns nil only
+// once the file is durably stored, or an identical copy already was.
+func (a *Archiver) Push(ctx context.Context, path string) (PushResult, error) {
+	start := a.now()
+	name := filepath.Base(path)
+	res := PushResult{Name: name}
+	kind, err := wal.Classify(name)
+	if err != nil {
+		return res, fmt.Errorf("push %s: %w", path, err)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return res, fmt.Errorf("push %s: %w", name, err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return res, fmt.Errorf("push %s: %w", name, err)
+	}
+	if !fi.Mode().IsRegular() {
+		return res, fmt.Errorf("push %s: not a regular file", path)
+	}
+	res.Size = fi.Size()
+
+	id, err := a.systemOf(f, name, kind, fi.Size())
+	if err != nil {
+		return res, fmt.Errorf("push %s: %w", name, err)
+	}
+	if id == 0 {
+		// A .history or .backup file outside a data directory: trust the
+		// repository, which must exist already (its first WAL segment named
+		// the system).
+		m, err := repo.ReadMarker(ctx, a.Store)
+		if errors.Is(err, repo.ErrNoRepository) {
+			return res, fmt.Errorf("push %s: cannot tell which database system it belongs to (no global/pg_control here) and the repository is not initialised yet", name)
+		}
+		if err != nil {
+			return res, fmt.Errorf("push %s: %w", name, err)
+		}
+		id = m.SystemIdentifier
+	} else if _, err := repo.Init(ctx, a.Store, id, a.now()); err != nil {
+		return res, fmt.Errorf("push %s: %w", name, err)
+	}
+
+	key, err := repo.WALKey(id, name)
+	if err != nil {
+		return res, fmt.Errorf("push %s: %w", name, err)
+	}
+	res.Key = key
+
+	switch _, err := a.Store.Stat(ctx, key); {
+	case err == nil:
+		same, err := a.sameAsArchived(ctx, f, key)
+		if err == nil && same {
+			res.AlreadyArchived = true
+			res.Duration = a.now().Sub(start)
+			return res, nil
+		}
+		if err == nil {
+			return res, fmt.Errorf("push %s: %w (archived copy left unchanged; two clusters or servers may be archiving into one repository)", name, ErrConflict)
+		}
+		if !errors.Is(err, codec.ErrCorrupt) {
+			return res, fmt.Errorf("push %s: compare with archived copy: %w", name, err)
+		}
+		// The archived copy cannot be read back at all, so it protects
+		// nothing; the verified local file is the only good copy left.
+		a.log().Warn("archived copy is corrupt; replacing it with the server's file", "file", name, "key", key, "err", err)
+		res.Replaced = true
+	case errors.Is(err, storage.ErrNotExist):
+	default:
+		return res, fmt.Errorf("push %s: %w", name, err)
+	}
+
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return res, fmt.Errorf("push %s: %w", name, err)
+	}
+	stored, err := codec.Put(ctx, a.Store, key, f, fi.Size(), a.Codec)
+	if err != nil {
+		return res, fmt.Errorf("push %s: %w", name, err)
+	}
+	if stored.Size != fi.Size() {
+		// The file changed length while we read it: PostgreSQL never does
+		// that to a file it asked us to archive, so something else is wrong.
+		return res, fmt.Errorf("push %s: read %d bytes, file is %d bytes", name, stored.Size, fi.Size())
+	}
+	res.Stored = stored.StoredSize
+	res.Duration = a.now().Sub(start)
+	return res, nil
+}
+
+// systemOf returns the database system identifier the file belongs to, after
+// checking that a segment's header agrees with its name and size; 0 if the
+// file itself cannot tell and no control file is available.
+func (a *Archiver) systemOf(f *os.File, name string, kind wal.FileKind, size int64) (repo.SystemID, error) {
+	switch kind {
+	case wal.KindSegment, wal.KindPartial:
+		h, _, err := readSegmentHeader(f, name[:24], size)
+		if err != nil {
+			return 0, err
+		}
+		if a.ControlFile != "" {
+			if ctl, err := wal.ReadControlSystemID(a.ControlFile); err == nil && ctl != h.SystemID {
+				return 0, fmt.Errorf("segment header names database system %d but %s belongs to %d", h.SystemID, a.ControlFile, ctl)
+			}
+		}
+		return repo.SystemID(h.SystemID), nil
+	default:
+		if a.ControlFile == "" {
+			return 0, nil
+		}
+		id, err := wal.ReadControlSystemID(a.ControlFile)
+		if errors.Is(err, os.ErrNotExist) {
+			return 0, nil
+		}
+		if err != nil {
+			return 0, err
+		}
+		return repo.SystemID(id), nil
+	}
+}
+
+// readSegmentHeader reads and validates the long page header of a segment
+// file whose 24-character name is segName and whose length is size.
+func readSegmentHeader(r io.ReaderAt, segName string, size int64) (wal.LongPageHeader, wal.SegmentSize, error) {
+	buf := make([]byte, wal.LongPageHeaderSize)
+	if _, err := r.ReadAt(buf, 0); err != nil {
+		return wal.LongPageHeader{}, 0, fmt.Errorf("read WAL page header: %w", err)
+	}
+	h, err := wal.ParseLongPageHeader(buf)
+	if err != nil {
+		return h, 0, err
+	}
+	segSize, err := wal.NewSegmentSize(uint64(h.SegmentSize))
+	if err != nil {
+		return h, 0, err
+	}
+	if size != int64(segSize) {
+		return h, 0, fmt.Errorf("file is %d bytes but its header says segments are %d bytes (truncated or not a WAL segment)", size, segSize)
+	}
+	seg, err := segSize.ParseFileName(segName)
+	if err != nil {
+		return h, 0, err
+	}
+	if err := segSize.CheckSegment(seg, h); err != nil {
+		return h, 0, err
+	}
+	return h, segSize, nil
+}
+
+// sameAsArchived compares the local file with the archived object by size and
+// SHA-256 of the original bytes.
+func (a *Archiver) sameAsArchived(ctx context.Context, f *os.File, key string) (bool, error) {
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return false, err
+	}
+	h := sha256.New()
+	n, err := io.Copy(h, f)
+	if err != nil {
+		return false, err
+	}
+	local := codec.Info{Size: n}
+	copy(local.SHA256[:], h.Sum(nil))
+	archived, err := codec.ReadInfo(ctx, a.Store, key)
+	if err != nil {
+		return false, err
+	}
+	return archived.Equal(local), nil
+}

@@ -1,0 +1,153 @@
+// Package repo owns the repository layout: the format marker at the root and
+// the key of every object, so that no other package formats a key by hand.
+//
+//	pitr-repository.json                          format marker (plain JSON, written once)
+//	<system id>/wal/<TTTTTTTTXXXXXXXX>/<segment>  WAL segments, .partial and .backup files
+//	<system id>/wal/<TTTTTTTT>.history            timeline history files
+//
+// Every object below <system id>/ is in the codec format (storage/codec).
+// Keying by the database system identifier means two clusters can never mix
+// their WAL, even if the marker check were bypassed; the marker binds the
+// repository to one system so archive-push refuses a foreign cluster loudly.
+package repo
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/pitr-dev/pitr/archive/wal"
+	"github.com/pitr-dev/pitr/storage"
+)
+
+// MarkerKey is the object at the repository root that says "this is a pitr
+// repository, in this format, for this database system".
+const MarkerKey = "pitr-repository.json"
+
+// FormatVersion is the layout version this pitr writes and reads.
+const FormatVersion = 1
+
+const formatName = "pitr-repository"
+
+// ErrNoRepository means the marker is absent: nothing was ever archived here,
+// or the repository URL is wrong. It is not the same as "file not archived".
+var ErrNoRepository = errors.New("no pitr repository at this location")
+
+// Marker is the content of MarkerKey.
+type Marker struct {
+	Format           string    `json:"format"`
+	Version          int       `json:"version"`
+	SystemIdentifier SystemID  `json:"system_identifier"`
+	CreatedAt        time.Time `json:"created_at"`
+}
+
+// SystemID is a database system identifier. It is written as a decimal
+// string, as pg_controldata prints it, because JSON numbers lose precision
+// above 2^53 in many readers.
+type SystemID uint64
+
+func (s SystemID) String() string { return strconv.FormatUint(uint64(s), 10) }
+
+func (s SystemID) MarshalJSON() ([]byte, error) { return json.Marshal(s.String()) }
+
+func (s *SystemID) UnmarshalJSON(b []byte) error {
+	var str string
+	if err := json.Unmarshal(b, &str); err != nil {
+		return fmt.Errorf("system identifier: %w", err)
+	}
+	v, err := strconv.ParseUint(str, 10, 64)
+	if err != nil {
+		return fmt.Errorf("system identifier %q: %w", str, err)
+	}
+	*s = SystemID(v)
+	return nil
+}
+
+// ReadMarker returns the repository's marker, or ErrNoRepository.
+func ReadMarker(ctx context.Context, st storage.Store) (Marker, error) {
+	rc, err := st.Open(ctx, MarkerKey, 0)
+	if errors.Is(err, storage.ErrNotExist) {
+		return Marker{}, ErrNoRepository
+	}
+	if err != nil {
+		return Marker{}, fmt.Errorf("read repository marker: %w", err)
+	}
+	defer rc.Close()
+	// The marker is tiny; a huge object here is not ours.
+	b, err := io.ReadAll(io.LimitReader(rc, 64<<10))
+	if err != nil {
+		return Marker{}, fmt.Errorf("read repository marker: %w", err)
+	}
+	var m Marker
+	if err := json.Unmarshal(b, &m); err != nil {
+		return Marker{}, fmt.Errorf("repository marker %s is not valid: %w", MarkerKey, err)
+	}
+	if m.Format != formatName {
+		return Marker{}, fmt.Errorf("repository marker %s has format %q, not %q", MarkerKey, m.Format, formatName)
+	}
+	if m.Version != FormatVersion {
+		return Marker{}, fmt.Errorf("repository format version %d is not supported by this pitr (it reads version %d)", m.Version, FormatVersion)
+	}
+	if m.SystemIdentifier == 0 {
+		return Marker{}, fmt.Errorf("repository marker %s has no system identifier", MarkerKey)
+	}
+	return m, nil
+}
+
+// Init returns the marker of the repository, creating the repository for
+// system id if there is none yet. A repository bound to another system is an
+// error naming both identifiers.
+func Init(ctx context.Context, st storage.Store, id SystemID, now time.Time) (Marker, error) {
+	m, err := ReadMarker(ctx, st)
+	if err == nil {
+		if m.SystemIdentifier != id {
+			return m, &ForeignSystemError{Repository: m.SystemIdentifier, Got: id}
+		}
+		return m, nil
+	}
+	if !errors.Is(err, ErrNoRepository) {
+		return Marker{}, err
+	}
+	m = Marker{Format: formatName, Version: FormatVersion, SystemIdentifier: id, CreatedAt: now.UTC()}
+	b, err := json.MarshalIndent(m, "", "  ")
+	if err != nil {
+		return Marker{}, err
+	}
+	if err := st.Put(ctx, MarkerKey, strings.NewReader(string(b)+"\n")); err != nil {
+		return Marker{}, fmt.Errorf("create repository marker: %w", err)
+	}
+	return m, nil
+}
+
+// ForeignSystemError reports WAL or a backup of a database system other than
+// the one the repository belongs to.
+type ForeignSystemError struct {
+	Repository, Got SystemID
+}
+
+func (e *ForeignSystemError) Error() string {
+	return fmt.Sprintf("database system identifier %s does not match this repository's %s; "+
+		"a repository holds one database system (use a different repository or prefix for this cluster)", e.Got, e.Repository)
+}
+
+// WALKey returns the key of an archived WAL file. name must be valid for wal.Classify.
+func WALKey(id SystemID, name string) (string, error) {
+	kind, err := wal.Classify(name)
+	if err != nil {
+		return "", err
+	}
+	if kind == wal.KindTimelineHistory {
+		return WALPrefix(id) + name, nil
+	}
+	// Grouping by timeline and log id keeps any directory to at most 4096
+	// entries on file systems and lets a listing ask for one range at a time.
+	return WALPrefix(id) + name[:16] + "/" + name, nil
+}
+
+// WALPrefix is the prefix of every archived WAL file of one system.
+func WALPrefix(id SystemID) string { return id.String() + "/wal/" }
