@@ -1,0 +1,75 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+
+	"github.com/pitr-dev/pitr/archive"
+)
+
+// archivePushExit implements the archive_command contract: any failure is
+// exit 1, never above 125 (which would make the archiver restart instead of
+// retrying and counting the failure in pg_stat_archiver).
+func archivePushExit(error, bool) int { return 1 }
+
+func runArchivePush(ctx context.Context, env *environment, args []string) error {
+	fs := newFlagSet(env, "archive-push", "archive-push [flags] WAL_PATH   (archive_command = 'pitr archive-push %p')")
+	load := configFlags(fs)
+	pos, err := parseInterspersed(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		return fmt.Errorf("%w: want exactly one WAL file path (%%p), got %d arguments", errUsage, len(pos))
+	}
+	a, err := newArchiver(ctx, env, load)
+	if err != nil {
+		return err
+	}
+	res, err := a.Push(ctx, pos[0])
+	if err != nil {
+		return err
+	}
+	switch {
+	case res.AlreadyArchived:
+		env.log.Info("already archived, identical", "file", res.Name, "size", res.Size, "duration", res.Duration.Round(1e5))
+	default:
+		env.log.Info("archived", "file", res.Name, "size", res.Size, "stored", res.Stored,
+			"ratio", ratio(res.Size, res.Stored), "duration", res.Duration.Round(1e5), "replaced_corrupt", res.Replaced)
+	}
+	return nil
+}
+
+// newArchiver loads the configuration and opens the repository. The working
+// directory of archive_command and restore_command is the data directory, so
+// global/pg_control identifies the cluster when present.
+func newArchiver(ctx context.Context, env *environment, load func() (Config, error)) (*archive.Archiver, error) {
+	cfg, err := load()
+	if err != nil {
+		return nil, err
+	}
+	if err := setupLogging(env, cfg); err != nil {
+		return nil, err
+	}
+	opts, err := codecOptions(cfg)
+	if err != nil {
+		return nil, err
+	}
+	st, err := openStore(ctx, cfg, env.log)
+	if err != nil {
+		return nil, err
+	}
+	a := &archive.Archiver{Store: st, Codec: opts, Log: env.log}
+	if _, err := os.Stat("global/pg_control"); err == nil {
+		a.ControlFile = "global/pg_control"
+	}
+	return a, nil
+}
+
+func ratio(orig, stored int64) string {
+	if stored <= 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.2f", float64(orig)/float64(stored))
+}

@@ -1,0 +1,164 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"reflect"
+	"sort"
+	"strconv"
+	"strings"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// DefaultConfigFile is read when neither --config nor PITR_CONFIG names a
+// file; its absence is not an error.
+const DefaultConfigFile = "/etc/pitr/pitr.yaml"
+
+// Config is everything pitr can be told. Each field is settable in the config
+// file (yaml key), the environment (PITR_ + upper-case key) and, unless it is
+// a secret, by flag (--key with dashes); flags override the environment,
+// which overrides the file. The `doc` tags are the documentation printed by
+// `pitr help config` and copied into the README.
+type Config struct {
+	Repo             string `yaml:"repo" doc:"repository URL: file:///path or s3://bucket/prefix"`
+	S3Endpoint       string `yaml:"s3_endpoint" doc:"S3 endpoint URL for S3-compatible servers (default: AWS_ENDPOINT_URL_S3, else AWS)"`
+	S3Region         string `yaml:"s3_region" doc:"S3 region (default: AWS_REGION, else us-east-1)"`
+	S3ForcePathStyle bool   `yaml:"s3_force_path_style" doc:"use path-style S3 URLs (implied by s3_endpoint)"`
+	S3AccessKeyID    string `yaml:"s3_access_key_id" secret:"true" doc:"S3 access key (default: the AWS credential chain, e.g. AWS_ACCESS_KEY_ID)"`
+	S3SecretKey      string `yaml:"s3_secret_access_key" secret:"true" doc:"S3 secret key (default: the AWS credential chain)"`
+	Compression      string `yaml:"compression" doc:"zstd (default) or none"`
+	CompressionLevel int    `yaml:"compression_level" doc:"1 (fastest) to 4 (smallest); default 2"`
+	LogLevel         string `yaml:"log_level" doc:"debug, info (default), warn or error"`
+	LogFormat        string `yaml:"log_format" doc:"text (default) or json"`
+}
+
+// configField describes one Config field for flags, env and docs.
+type configField struct {
+	key    string // yaml key
+	env    string
+	flag   string
+	secret bool
+	doc    string
+	index  int
+}
+
+func configFields() []configField {
+	t := reflect.TypeFor[Config]()
+	out := make([]configField, 0, t.NumField())
+	for i := range t.NumField() {
+		f := t.Field(i)
+		key := f.Tag.Get("yaml")
+		out = append(out, configField{
+			key:    key,
+			env:    "PITR_" + strings.ToUpper(key),
+			flag:   strings.ReplaceAll(key, "_", "-"),
+			secret: f.Tag.Get("secret") == "true",
+			doc:    f.Tag.Get("doc"),
+			index:  i,
+		})
+	}
+	return out
+}
+
+// configFlags registers every non-secret Config field (plus --config) on fs
+// and returns a function that, after fs.Parse, loads the effective Config.
+func configFlags(fs *flag.FlagSet) func() (Config, error) {
+	configPath := fs.String("config", "", "config file (default $PITR_CONFIG, else "+DefaultConfigFile+" if it exists)")
+	set := map[string]*string{}
+	for _, f := range configFields() {
+		if f.secret {
+			continue
+		}
+		set[f.key] = fs.String(f.flag, "", f.doc+" [$"+f.env+"]")
+	}
+	return func() (Config, error) {
+		var cfg Config
+		if err := loadConfigFile(&cfg, *configPath); err != nil {
+			return cfg, err
+		}
+		given := map[string]bool{}
+		fs.Visit(func(fl *flag.Flag) { given[fl.Name] = true })
+		for _, f := range configFields() {
+			if v, ok := os.LookupEnv(f.env); ok {
+				if err := setField(&cfg, f, v); err != nil {
+					return cfg, fmt.Errorf("environment %s: %w", f.env, err)
+				}
+			}
+			if p := set[f.key]; p != nil && given[f.flag] {
+				if err := setField(&cfg, f, *p); err != nil {
+					return cfg, fmt.Errorf("flag --%s: %w", f.flag, err)
+				}
+			}
+		}
+		return cfg, nil
+	}
+}
+
+func loadConfigFile(cfg *Config, path string) error {
+	explicit := path != ""
+	if !explicit {
+		path = os.Getenv("PITR_CONFIG")
+		explicit = path != ""
+	}
+	if !explicit {
+		path = DefaultConfigFile
+	}
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) && !explicit {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("config file: %w", err)
+	}
+	dec := yaml.NewDecoder(strings.NewReader(string(b)))
+	dec.KnownFields(true)
+	// An empty file (or one with only comments) decodes as io.EOF: nothing set.
+	if err := dec.Decode(cfg); err != nil && !errors.Is(err, io.EOF) {
+		return fmt.Errorf("config file %s: %w", path, err)
+	}
+	return nil
+}
+
+func setField(cfg *Config, f configField, v string) error {
+	fv := reflect.ValueOf(cfg).Elem().Field(f.index)
+	switch fv.Kind() {
+	case reflect.String:
+		fv.SetString(v)
+	case reflect.Bool:
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return fmt.Errorf("%q is not true or false", v)
+		}
+		fv.SetBool(b)
+	case reflect.Int:
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			return fmt.Errorf("%q is not a number", v)
+		}
+		fv.SetInt(int64(n))
+	default:
+		return fmt.Errorf("unsupported config field type %s", fv.Kind())
+	}
+	return nil
+}
+
+// configDoc renders the schema for `pitr help config`.
+func configDoc() string {
+	var b strings.Builder
+	fields := configFields()
+	sort.SliceStable(fields, func(i, j int) bool { return fields[i].index < fields[j].index })
+	fmt.Fprintf(&b, "%-22s %-28s %-24s %s\n", "file key", "environment", "flag", "meaning")
+	for _, f := range fields {
+		flagName := "--" + f.flag
+		if f.secret {
+			flagName = "(none: secret)"
+		}
+		fmt.Fprintf(&b, "%-22s %-28s %-24s %s\n", f.key, f.env, flagName, f.doc)
+	}
+	return b.String()
+}

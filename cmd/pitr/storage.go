@@ -1,0 +1,72 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"strings"
+
+	"github.com/pitr-dev/pitr/storage"
+	"github.com/pitr-dev/pitr/storage/codec"
+	"github.com/pitr-dev/pitr/storage/fs"
+	"github.com/pitr-dev/pitr/storage/retry"
+	"github.com/pitr-dev/pitr/storage/s3"
+)
+
+// openStore is the one place where the storage stack is composed:
+// backend → retry (→ encryption, later). Callers above see one Store.
+func openStore(ctx context.Context, cfg Config, log *slog.Logger) (storage.Store, error) {
+	if cfg.Repo == "" {
+		return nil, fmt.Errorf("no repository configured: set --repo, PITR_REPO or repo: in %s", DefaultConfigFile)
+	}
+	u, err := url.Parse(cfg.Repo)
+	if err != nil {
+		return nil, fmt.Errorf("repository URL %q: %w", cfg.Repo, err)
+	}
+	var backend storage.Store
+	switch u.Scheme {
+	case "file":
+		if u.Host != "" && u.Host != "localhost" {
+			return nil, fmt.Errorf("repository URL %q: file URLs take an absolute path (file:///var/lib/pitr)", cfg.Repo)
+		}
+		if u.Path == "" || !strings.HasPrefix(u.Path, "/") {
+			return nil, fmt.Errorf("repository URL %q: file URLs take an absolute path (file:///var/lib/pitr)", cfg.Repo)
+		}
+		backend, err = fs.New(u.Path)
+	case "s3":
+		if u.Host == "" {
+			return nil, fmt.Errorf("repository URL %q: no bucket (s3://bucket/prefix)", cfg.Repo)
+		}
+		backend, err = s3.New(ctx, s3.Config{
+			Bucket:          u.Host,
+			Prefix:          strings.Trim(u.Path, "/"),
+			Region:          cfg.S3Region,
+			Endpoint:        cfg.S3Endpoint,
+			ForcePathStyle:  cfg.S3ForcePathStyle,
+			AccessKeyID:     cfg.S3AccessKeyID,
+			SecretAccessKey: cfg.S3SecretKey,
+		})
+	default:
+		return nil, fmt.Errorf("repository URL %q: unsupported scheme %q (want file:// or s3://)", cfg.Repo, u.Scheme)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open repository %s: %w", cfg.Repo, err)
+	}
+	return retry.New(backend, retry.Options{Logger: log}), nil
+}
+
+func codecOptions(cfg Config) (codec.Options, error) {
+	c, err := codec.Parse(cfg.Compression)
+	if err != nil {
+		return codec.Options{}, err
+	}
+	level := codec.Level(cfg.CompressionLevel)
+	if level == 0 {
+		level = codec.DefaultLevel
+	}
+	if level < 1 || level > 4 {
+		return codec.Options{}, fmt.Errorf("compression_level %d is out of range 1..4", cfg.CompressionLevel)
+	}
+	return codec.Options{Codec: c, Level: level}, nil
+}
