@@ -151,3 +151,11 @@ func WALKey(id SystemID, name string) (string, error) {
 
 // WALPrefix is the prefix of every archived WAL file of one system.
 func WALPrefix(id SystemID) string { return id.String() + "/wal/" }
+
+// BackupPrefix is the prefix of every base backup of one system; each
+// backup's objects live under BackupPrefix(id) + name + "/".
+func BackupPrefix(id SystemID) string { return id.String() + "/basebackups/" }
+
+// BackupMetadataName is the object, written last, whose presence makes a
+// base backup exist for every other command.
+const BackupMetadataName = "backup.json"

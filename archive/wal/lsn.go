@@ -234,3 +234,17 @@ func (s SegmentSize) Next(seg Segment) Segment {
 	s.mustValid()
 	return Segment{TLI: seg.TLI, No: seg.No + 1}
 }
+
+// MarshalText writes the LSN as PostgreSQL prints it, so JSON metadata
+// reads like pg_controldata and backup_label.
+func (l LSN) MarshalText() ([]byte, error) { return []byte(l.String()), nil }
+
+// UnmarshalText parses "%X/%X".
+func (l *LSN) UnmarshalText(b []byte) error {
+	v, err := ParseLSN(string(b))
+	if err != nil {
+		return err
+	}
+	*l = v
+	return nil
+}

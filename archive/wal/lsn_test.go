@@ -1,6 +1,7 @@
 package wal
 
 import (
+	"encoding/json"
 	"strconv"
 	"strings"
 	"testing"
@@ -272,5 +273,22 @@ func TestSegmentOfEnd(t *testing.T) {
 		if got := s.SegmentOfEnd(l); got != tt.end {
 			t.Errorf("SegmentOfEnd(%s) = %d, want %d", tt.lsn, got, tt.end)
 		}
+	}
+}
+
+func TestLSNJSON(t *testing.T) {
+	type doc struct {
+		L LSN `json:"l"`
+	}
+	b, err := json.Marshal(doc{L: 0x1_02000028})
+	if err != nil || string(b) != `{"l":"1/2000028"}` {
+		t.Fatalf("marshal = %s, %v", b, err)
+	}
+	var d doc
+	if err := json.Unmarshal([]byte(`{"l":"0/0300FFFF"}`), &d); err != nil || d.L != 0x300FFFF {
+		t.Fatalf("unmarshal = %v, %v", d.L, err)
+	}
+	if err := json.Unmarshal([]byte(`{"l":"junk"}`), &d); err == nil {
+		t.Fatal("junk LSN accepted")
 	}
 }
