@@ -35,6 +35,10 @@ func commands() []command {
 	return []command{
 		{name: "archive-push", summary: "archive one WAL file (archive_command = 'pitr archive-push %p')", run: runArchivePush, exitCode: archivePushExit},
 		{name: "wal-fetch", summary: "restore one WAL file (restore_command = 'pitr wal-fetch %f %p')", run: runWALFetch, exitCode: walFetchExit},
+		{name: "backup", summary: "take a base backup (backup list, backup show NAME)", run: runBackup},
+		{name: "prune", summary: "delete old backups and the WAL no kept backup needs", run: runPrune},
+		{name: "agent", summary: "run scheduled backups and pruning in the foreground", run: runAgent},
+		{name: "restore", summary: "restore to a point in time (--target TIME --pgdata DIR)", run: runRestore},
 		{name: "version", summary: "print the version", run: runVersion},
 	}
 }

@@ -70,3 +70,18 @@ func codecOptions(cfg Config) (codec.Options, error) {
 	}
 	return codec.Options{Codec: c, Level: level}, nil
 }
+
+// openRepository loads the configuration, sets up logging and opens the
+// repository store: the common start of every command that is not called by
+// PostgreSQL.
+func openRepository(ctx context.Context, env *environment, load func() (Config, error)) (Config, storage.Store, error) {
+	cfg, err := load()
+	if err != nil {
+		return cfg, nil, err
+	}
+	if err := setupLogging(env, cfg); err != nil {
+		return cfg, nil, err
+	}
+	st, err := openStore(ctx, cfg, env.log)
+	return cfg, st, err
+}
