@@ -35,6 +35,9 @@ type Config struct {
 	CompressionLevel int    `yaml:"compression_level" doc:"1 (fastest) to 4 (smallest); default 2"`
 	LogLevel         string `yaml:"log_level" doc:"debug, info (default), warn or error"`
 	LogFormat        string `yaml:"log_format" doc:"text (default) or json"`
+
+	// File is the config file that was read, if any (not a setting).
+	File string `yaml:"-"`
 }
 
 // configField describes one Config field for flags, env and docs.
@@ -53,6 +56,9 @@ func configFields() []configField {
 	for i := range t.NumField() {
 		f := t.Field(i)
 		key := f.Tag.Get("yaml")
+		if key == "-" {
+			continue
+		}
 		out = append(out, configField{
 			key:    key,
 			env:    "PITR_" + strings.ToUpper(key),
@@ -78,9 +84,11 @@ func configFlags(fs *flag.FlagSet) func() (Config, error) {
 	}
 	return func() (Config, error) {
 		var cfg Config
-		if err := loadConfigFile(&cfg, *configPath); err != nil {
+		file, err := loadConfigFile(&cfg, *configPath)
+		if err != nil {
 			return cfg, err
 		}
+		cfg.File = file
 		given := map[string]bool{}
 		fs.Visit(func(fl *flag.Flag) { given[fl.Name] = true })
 		for _, f := range configFields() {
@@ -99,7 +107,9 @@ func configFlags(fs *flag.FlagSet) func() (Config, error) {
 	}
 }
 
-func loadConfigFile(cfg *Config, path string) error {
+// loadConfigFile reads the config file into cfg and returns its path, or ""
+// when the default file does not exist.
+func loadConfigFile(cfg *Config, path string) (string, error) {
 	explicit := path != ""
 	if !explicit {
 		path = os.Getenv("PITR_CONFIG")
@@ -110,18 +120,18 @@ func loadConfigFile(cfg *Config, path string) error {
 	}
 	b, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) && !explicit {
-		return nil
+		return "", nil
 	}
 	if err != nil {
-		return fmt.Errorf("config file: %w", err)
+		return "", fmt.Errorf("config file: %w", err)
 	}
 	dec := yaml.NewDecoder(strings.NewReader(string(b)))
 	dec.KnownFields(true)
 	// An empty file (or one with only comments) decodes as io.EOF: nothing set.
 	if err := dec.Decode(cfg); err != nil && !errors.Is(err, io.EOF) {
-		return fmt.Errorf("config file %s: %w", path, err)
+		return "", fmt.Errorf("config file %s: %w", path, err)
 	}
-	return nil
+	return path, nil
 }
 
 func setField(cfg *Config, f configField, v string) error {
