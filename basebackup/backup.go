@@ -59,6 +59,13 @@ type Backup struct {
 	Tablespaces []Tablespace `json:"tablespaces,omitempty"`
 
 	PitrVersion string `json:"pitr_version"`
+
+	// Method is how the backup was taken: "pg_basebackup", or
+	// "replication-protocol" (BASE_BACKUP spoken by pitr itself, for
+	// clusters with tablespaces).
+	Method string `json:"method,omitempty"`
+	// BackupFrom is backup_label's BACKUP FROM: primary or standby.
+	BackupFrom string `json:"backup_from,omitempty"`
 }
 
 // Part is one object of a backup: base.tar, <oid>.tar, backup_manifest.

@@ -4,6 +4,11 @@
 //	pitr-repository.json                          format marker (plain JSON, written once)
 //	<system id>/wal/<TTTTTTTTXXXXXXXX>/<segment>  WAL segments, .partial and .backup files
 //	<system id>/wal/<TTTTTTTT>.history            timeline history files
+//	<system id>/basebackups/<name>/base.tar       base backup: the data directory's tar stream
+//	<system id>/basebackups/<name>/<oid>.tar      one per user tablespace
+//	<system id>/basebackups/<name>/backup_manifest  the server's manifest
+//	<system id>/basebackups/<name>/in-progress.json heartbeat of a running backup
+//	<system id>/basebackups/<name>/backup.json    metadata, written last (plain JSON)
 //
 // Every object below <system id>/ is in the codec format (storage/codec).
 // Keying by the database system identifier means two clusters can never mix
@@ -159,3 +164,24 @@ func BackupPrefix(id SystemID) string { return id.String() + "/basebackups/" }
 // BackupMetadataName is the object, written last, whose presence makes a
 // base backup exist for every other command.
 const BackupMetadataName = "backup.json"
+
+// BackupKey returns the key of one object of the base backup name.
+func BackupKey(id SystemID, name, object string) string {
+	return BackupPrefix(id) + name + "/" + object
+}
+
+// Objects of a base backup besides BackupMetadataName.
+const (
+	// BackupBaseTarName is the tar stream of the data directory.
+	BackupBaseTarName = "base.tar"
+	// BackupManifestName is the server's backup_manifest, kept verbatim.
+	BackupManifestName = "backup_manifest"
+	// BackupInProgressName is refreshed by a running backup (its heartbeat)
+	// and removed after BackupMetadataName is written; a backup directory
+	// without metadata whose objects have not changed for a while is the
+	// leftover of an interrupted backup.
+	BackupInProgressName = "in-progress.json"
+)
+
+// BackupTablespaceTarName is the object holding tablespace oid's tar stream.
+func BackupTablespaceTarName(oid uint32) string { return strconv.FormatUint(uint64(oid), 10) + ".tar" }

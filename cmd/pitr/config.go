@@ -36,6 +36,17 @@ type Config struct {
 	LogLevel         string `yaml:"log_level" doc:"debug, info (default), warn or error"`
 	LogFormat        string `yaml:"log_format" doc:"text (default) or json"`
 
+	DSN                  string `yaml:"dsn" doc:"libpq connection string of the server pitr backup copies (default: PGHOST, PGPORT, PGUSER, ... environment); keep passwords in PGPASSWORD or ~/.pgpass"`
+	PGBin                string `yaml:"pg_bin" doc:"directory of pg_basebackup, which must match the server's major version (default /usr/lib/postgresql/<major>/bin)"`
+	BackupFastCheckpoint bool   `yaml:"backup_fast_checkpoint" doc:"start backups with an immediate checkpoint instead of a spread one (pitr backup --fast)"`
+	BackupMaxRate        string `yaml:"backup_max_rate" doc:"limit the backup transfer rate, pg_basebackup -r syntax in kB/s (e.g. 51200 or 50M); default unlimited"`
+	BackupWALTimeout     string `yaml:"backup_wal_timeout" doc:"how long a backup waits for its WAL to reach the repository before failing (default 5m)"`
+
+	Keep            int    `yaml:"keep" doc:"pitr prune keeps the newest N backups (and the WAL they need)"`
+	KeepWithin      string `yaml:"keep_within" doc:"pitr prune keeps backups that ended within this long, e.g. 30d or 36h (and the newest before it)"`
+	IncompleteAfter string `yaml:"incomplete_after" doc:"pitr prune deletes backups that never completed once unchanged this long (default 24h)"`
+	Schedule        string `yaml:"schedule" doc:"pitr agent's backup schedule: an interval since the last backup (7d, 24h) or cron 'M H DOM MON DOW' in local time (default 7d)"`
+
 	// File is the config file that was read, if any (not a setting).
 	File string `yaml:"-"`
 }
