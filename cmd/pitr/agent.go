@@ -3,8 +3,193 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/pitr-dev/pitr/basebackup"
+	"github.com/pitr-dev/pitr/pitr"
+	"github.com/pitr-dev/pitr/repo"
+	"github.com/pitr-dev/pitr/storage"
 )
 
+// agentRetryInterval is how soon a failed backup is tried again (never later
+// than the next scheduled run): a weekly schedule must not turn one failure
+// into a two-week-old newest backup, and hourly ERROR lines keep it visible.
+const agentRetryInterval = time.Hour
+
 func runAgent(ctx context.Context, env *environment, args []string) error {
-	return errors.New("agent: not implemented yet")
+	fs := newFlagSet(env, "agent", "agent [flags]   (backups on a schedule, each followed by prune; runs in the foreground)")
+	load := configFlags(fs)
+	pos, err := parseInterspersed(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 0 {
+		return fmt.Errorf("%w: agent takes no arguments (got %q)", errUsage, pos[0])
+	}
+	cfg, st, err := openRepository(ctx, env, load)
+	if err != nil {
+		return err
+	}
+	// Everything that can be wrong in the configuration is reported now,
+	// not at the first scheduled run days later.
+	sched, err := parseSchedule(cfg.Schedule, time.Local)
+	if err != nil {
+		return err
+	}
+	if _, err := backupOptions(cfg, st); err != nil {
+		return err
+	}
+	a := &agent{
+		sched: sched,
+		clock: wallClock{},
+		log:   env.log,
+		backup: func(ctx context.Context) error {
+			_, err := takeBackup(ctx, env, cfg, st, "")
+			return err
+		},
+	}
+	policy, err := retentionPolicy(cfg)
+	switch {
+	case errors.Is(err, pitr.ErrNoRetentionPolicy):
+		env.log.Warn("no retention policy (keep, keep_within): backups are not pruned and the repository grows without bound")
+	case err != nil:
+		return err
+	default:
+		a.prune = func(ctx context.Context) error {
+			_, err := pruneRepository(ctx, env, st, policy, false)
+			return err
+		}
+	}
+	a.lastSuccess = newestBackupStart(ctx, env.log, st)
+	return a.run(ctx)
+}
+
+// newestBackupStart anchors an interval schedule on the repository, so a
+// restarted agent neither backs up again at once nor waits a whole interval.
+func newestBackupStart(ctx context.Context, log *slog.Logger, st storage.Store) time.Time {
+	m, err := repo.ReadMarker(ctx, st)
+	if err != nil {
+		if !errors.Is(err, repo.ErrNoRepository) {
+			log.Warn("could not read the repository; scheduling as if there were no backup", "err", err)
+		}
+		return time.Time{}
+	}
+	backups, err := basebackup.List(ctx, st, m.SystemIdentifier)
+	if err != nil {
+		log.Warn("could not list backups; scheduling as if there were no backup", "err", err)
+		return time.Time{}
+	}
+	var newest time.Time
+	for _, b := range backups {
+		if b.StartTime.After(newest) {
+			newest = b.StartTime
+		}
+	}
+	return newest
+}
+
+// agentClock is the agent's view of time, replaced in tests.
+type agentClock interface {
+	Now() time.Time
+	// SleepUntil returns when the wall clock reaches t, or ctx's error.
+	SleepUntil(ctx context.Context, t time.Time) error
+}
+
+type wallClock struct{}
+
+func (wallClock) Now() time.Time { return time.Now() }
+
+// SleepUntil naps at most a minute at a time and rereads the wall clock, so
+// a suspended machine or a clock step does not shift a run by the same amount.
+func (wallClock) SleepUntil(ctx context.Context, t time.Time) error {
+	for {
+		d := time.Until(t.Round(0))
+		if d <= 0 {
+			return nil
+		}
+		timer := time.NewTimer(min(d, time.Minute))
+		select {
+		case <-ctx.Done():
+			timer.Stop()
+			return ctx.Err()
+		case <-timer.C:
+		}
+	}
+}
+
+// agent runs backups on a schedule, each successful one followed by prune.
+type agent struct {
+	sched       schedule
+	clock       agentClock
+	log         *slog.Logger
+	backup      func(ctx context.Context) error
+	prune       func(ctx context.Context) error // nil: no retention policy
+	lastSuccess time.Time                       // start of the last successful backup
+	retry       time.Duration                   // 0: agentRetryInterval
+}
+
+// run loops until ctx is cancelled (SIGTERM, SIGINT), which is a clean
+// shutdown: a backup in progress is cancelled by the same ctx, which stops
+// pg_basebackup and leaves no metadata, so nothing half-written looks
+// complete. Failures are logged here, at the edge, and retried.
+func (a *agent) run(ctx context.Context) error {
+	retry := a.retry
+	if retry <= 0 {
+		retry = agentRetryInterval
+	}
+	next := a.due(a.sched.next(a.lastSuccess, a.clock.Now()))
+	a.log.Info("agent started", "schedule", a.sched.String(), "prune", a.prune != nil, "next_run", next)
+	for {
+		if err := a.clock.SleepUntil(ctx, next); err != nil {
+			a.log.Info("agent stopped")
+			return nil
+		}
+		start := a.clock.Now()
+		a.log.Info("scheduled backup starting")
+		err := a.backup(ctx)
+		took := a.clock.Now().Sub(start).Round(time.Millisecond)
+		if ctx.Err() != nil {
+			a.log.Info("scheduled backup interrupted by shutdown; it was not completed and will not be listed", "duration", took, "err", err)
+			return nil
+		}
+		if err != nil {
+			now := a.clock.Now()
+			next = now.Add(retry)
+			if n := a.sched.next(a.lastSuccess, now); n.After(now) && n.Before(next) {
+				next = n
+			}
+			a.log.Error("scheduled backup failed", "err", err, "duration", took, "next_run", next)
+			continue
+		}
+		a.lastSuccess = start
+		a.log.Info("scheduled backup succeeded", "duration", took)
+		if a.prune != nil {
+			pstart := a.clock.Now()
+			err := a.prune(ctx)
+			ptook := a.clock.Now().Sub(pstart).Round(time.Millisecond)
+			switch {
+			case ctx.Err() != nil:
+				a.log.Info("prune interrupted by shutdown", "duration", ptook, "err", err)
+				return nil
+			case err != nil:
+				// The next successful backup prunes again; retrying
+				// sooner would not fix a configuration problem.
+				a.log.Error("prune after backup failed", "err", err, "duration", ptook)
+			default:
+				a.log.Info("prune after backup succeeded", "duration", ptook)
+			}
+		}
+		next = a.due(a.sched.next(a.lastSuccess, a.clock.Now()))
+		a.log.Info("next scheduled backup", "next_run", next)
+	}
+}
+
+// due turns "already past" into "now", for logging a real time.
+func (a *agent) due(t time.Time) time.Time {
+	if now := a.clock.Now(); t.Before(now) {
+		return now
+	}
+	return t
 }
