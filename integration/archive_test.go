@@ -398,3 +398,10 @@ func TestWalSegSize64AcrossRollover(t *testing.T) {
 	}
 	assertFetchesIdentical(t, r, c, names)
 }
+
+func deleteS3Object(t *testing.T, r *testRepo, key string) {
+	t.Helper()
+	if _, err := r.s3.Client().DeleteObject(context.Background(), &awss3.DeleteObjectInput{Bucket: &r.s3.Bucket, Key: &key}); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -107,7 +107,7 @@ func MakePlan(in Inputs) (Plan, error) {
 			reasons = append(reasons, b.Name+" "+why)
 			continue
 		}
-		tli, path, err := chooseTimeline(b, t.Timeline, in.Histories)
+		tli, path, skipped, err := chooseTimeline(b, t, in.Histories, historyTimes(archive))
 		if err != nil {
 			if in.Backup != "" {
 				return Plan{}, err
@@ -117,6 +117,9 @@ func MakePlan(in Inputs) (Plan, error) {
 		}
 		p := Plan{Backup: b, Target: t, Timeline: tli, Path: path}
 		p.BackupReason = backupReason(b, t, in.Backup != "")
+		for _, s := range skipped {
+			p.Notes = append(p.Notes, s)
+		}
 		if err := p.collectWAL(archive); err != nil {
 			return Plan{}, err
 		}
@@ -178,13 +181,20 @@ func backupReason(b basebackup.Backup, t Target, forced bool) string {
 	return "newest backup"
 }
 
-// chooseTimeline picks the timeline recovery follows from backup b:
-// requested (a number), the backup's own (CurrentTimeline), or for 0 the
-// newest timeline that b can reach. PostgreSQL's own "latest" takes the
-// highest timeline in the archive even when it forked off before the backup
-// and then fails ("requested timeline is not a child of this server's
-// history"); choosing among reachable timelines avoids that.
-func chooseTimeline(b basebackup.Backup, requested wal.TimelineID, histories map[wal.TimelineID][]wal.HistoryEntry) (wal.TimelineID, []wal.TimelineSpan, error) {
+// chooseTimeline picks the timeline recovery follows from backup b: the
+// requested number, the backup's own (CurrentTimeline), or for 0 the newest
+// timeline that b can reach.
+//
+// PostgreSQL's own "latest" takes the highest timeline in the archive even
+// when it forked off before the backup, and then fails ("requested timeline
+// is not a child of this server's history"); only reachable timelines are
+// considered here. For a time target, a timeline created after the target
+// (its .history archived later) is not followed either: it did not exist at
+// that moment, and following it would replace the parent's history after
+// the fork with whatever was written after that timeline's promotion. This
+// is what an operator means when, after restoring to 13:55, they restore
+// again to 13:58. The skipped timelines are returned as notes.
+func chooseTimeline(b basebackup.Backup, t Target, histories map[wal.TimelineID][]wal.HistoryEntry, created map[wal.TimelineID]time.Time) (wal.TimelineID, []wal.TimelineSpan, []string, error) {
 	pathOf := func(tli wal.TimelineID) ([]wal.TimelineSpan, error) {
 		if tli == 1 {
 			return wal.Ancestry(1, nil), nil
@@ -195,40 +205,80 @@ func chooseTimeline(b basebackup.Backup, requested wal.TimelineID, histories map
 		}
 		return wal.Ancestry(tli, entries), nil
 	}
-	switch requested {
+	switch t.Timeline {
 	case CurrentTimeline:
 		path, err := pathOf(b.StopTimeline)
 		if err != nil {
-			return 0, nil, err
+			return 0, nil, nil, err
 		}
-		return b.StopTimeline, path, reachable(b, b.StopTimeline, path)
+		return b.StopTimeline, path, nil, reachable(b, b.StopTimeline, path)
 	case 0:
 		candidates := []wal.TimelineID{b.StopTimeline}
 		for tli := range histories {
-			candidates = append(candidates, tli)
+			if tli != b.StopTimeline {
+				candidates = append(candidates, tli)
+			}
 		}
 		sort.Slice(candidates, func(i, j int) bool { return candidates[i] > candidates[j] })
 		var firstErr error
+		var notes []string
 		for _, tli := range candidates {
 			path, err := pathOf(tli)
 			if err == nil {
 				err = reachable(b, tli, path)
 			}
-			if err == nil {
-				return tli, path, nil
+			if err != nil {
+				if firstErr == nil {
+					firstErr = err
+				}
+				continue
 			}
-			if firstErr == nil {
-				firstErr = err
+			if t.Kind == TargetTime {
+				if late := createdAfter(path, b.StopTimeline, created, t.Time); late != 0 {
+					notes = append(notes, fmt.Sprintf("not following timeline %d: timeline %d was created %s, after the target (use --target-timeline %d to follow it anyway)",
+						tli, late, FormatPGTime(created[late]), tli))
+					continue
+				}
 			}
+			return tli, path, notes, nil
 		}
-		return 0, nil, firstErr
+		return 0, nil, nil, firstErr
 	default:
-		path, err := pathOf(requested)
+		path, err := pathOf(t.Timeline)
 		if err != nil {
-			return 0, nil, err
+			return 0, nil, nil, err
 		}
-		return requested, path, reachable(b, requested, path)
+		return t.Timeline, path, nil, reachable(b, t.Timeline, path)
 	}
+}
+
+// createdAfter returns the first timeline on path, after the backup's
+// timeline from, whose history file was archived after instant, or 0.
+func createdAfter(path []wal.TimelineSpan, from wal.TimelineID, created map[wal.TimelineID]time.Time, instant time.Time) wal.TimelineID {
+	for _, span := range path {
+		if span.TLI <= from {
+			continue
+		}
+		if at, ok := created[span.TLI]; ok && at.After(instant) {
+			return span.TLI
+		}
+	}
+	return 0
+}
+
+// historyTimes maps each timeline to when its history file was archived,
+// which is when the timeline came into being (PostgreSQL archives it at
+// once, at promotion).
+func historyTimes(archive map[string]WALFile) map[wal.TimelineID]time.Time {
+	out := map[wal.TimelineID]time.Time{}
+	for name, f := range archive {
+		if kind, err := wal.Classify(name); err == nil && kind == wal.KindTimelineHistory {
+			if tli, err := wal.TimelineOfName(name); err == nil {
+				out[tli] = f.ArchivedAt
+			}
+		}
+	}
+	return out
 }
 
 // reachable checks that replay from b can follow path to timeline tli: b's

@@ -206,7 +206,8 @@ func TestLSNTarget(t *testing.T) {
 func TestTimeTargetAcrossTimelineSwitch(t *testing.T) {
 	switchLSN := segLSN(8) + 0x5000
 	hist := map[wal.TimelineID][]wal.HistoryEntry{2: {{TLI: 1, SwitchPoint: switchLSN, Reason: "no recovery target specified"}}}
-	files := append(archived(1, 1, 7), WALFile{Name: segName(1, 8) + ".partial", ArchivedAt: t0.Add(8 * time.Minute)})
+	files := append(archived(1, 1, 7), WALFile{Name: segName(1, 8) + ".partial", ArchivedAt: t0.Add(8 * time.Minute)},
+		WALFile{Name: "00000002.history", ArchivedAt: t0.Add(8 * time.Minute)})
 	files = append(files, archived(2, 8, 20)...)
 	in := Inputs{Backups: []basebackup.Backup{backup("b1", 2, 3, 2, 3.5)}, WAL: files, Histories: hist, Target: timeTarget(15.5)}
 	p, err := MakePlan(in)
@@ -362,5 +363,34 @@ func TestStrictBoundaries(t *testing.T) {
 	p, err = MakePlan(in)
 	if err != nil || p.WAL[len(p.WAL)-1].Name != segName(1, 16) {
 		t.Fatalf("target equal to an archive time: last %v (%v), want %s", names(p.WAL), err, segName(1, 16))
+	}
+}
+
+// After a PITR to t0+14m created timeline 2 (at t0+40m, forking where
+// timeline 1 was at t0+14m), a restore to t0+17m must follow timeline 1:
+// timeline 2 did not exist then, and has nothing of t0+14m..t0+17m.
+// A target after timeline 2's creation follows it.
+func TestTimeTargetIgnoresTimelinesCreatedLater(t *testing.T) {
+	hist := map[wal.TimelineID][]wal.HistoryEntry{2: {{TLI: 1, SwitchPoint: segLSN(14) + 0x10, Reason: "before 2026-04-08 12:14:00+00"}}}
+	files := append(archived(1, 1, 30), WALFile{Name: "00000002.history", ArchivedAt: t0.Add(40 * time.Minute)})
+	for n := 14; n <= 16; n++ {
+		files = append(files, WALFile{Name: segName(2, n), ArchivedAt: t0.Add(time.Duration(40+n) * time.Minute)})
+	}
+	in := Inputs{Backups: []basebackup.Backup{backup("b1", 2, 3, 2, 3.5)}, WAL: files, Histories: hist, Target: timeTarget(17)}
+	p, err := MakePlan(in)
+	if err != nil || p.Timeline != 1 {
+		t.Fatalf("target before timeline 2 existed: timeline %d, err %v", p.Timeline, err)
+	}
+	if len(p.Notes) != 1 || !strings.Contains(p.Notes[0], "timeline 2 was created") {
+		t.Fatalf("notes %v", p.Notes)
+	}
+	in.Target = timeTarget(55)
+	if p, err := MakePlan(in); err != nil || p.Timeline != 2 {
+		t.Fatalf("target after timeline 2 was created: timeline %d, err %v", p.Timeline, err)
+	}
+	// Other targets keep PostgreSQL's meaning of latest.
+	in.Target = Target{Kind: TargetLatest}
+	if p, err := MakePlan(in); err != nil || p.Timeline != 2 {
+		t.Fatalf("latest: timeline %d, err %v", p.Timeline, err)
 	}
 }
