@@ -116,15 +116,7 @@ func TestRecoveryThroughWalFetch(t *testing.T) {
 			c.WaitArchived(t, c.SwitchWAL(t), time.Minute)
 			c.Stop(t)
 
-			if err := os.WriteFile(filepath.Join(backupDir, "recovery.signal"), nil, 0o600); err != nil {
-				t.Fatal(err)
-			}
-			restored := pgtest.RestoredCluster(t, backupDir, pgtest.Options{RestoreCommand: r.restoreCommand()})
-			restored.Start(t)
-			restored.WaitFor(t, 2*time.Minute, func() bool {
-				v, err := restored.TryQueryString("SELECT pg_is_in_recovery()::text")
-				return err == nil && v == "false"
-			})
+			restored := recoverFromArchive(t, r, backupDir)
 			if n := restored.QueryInt(t, "SELECT count(*) FROM probe"); n != 3 {
 				t.Fatalf("restored cluster has %d probe rows, want 3\n%s", n, restored.Log())
 			}

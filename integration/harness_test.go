@@ -156,3 +156,26 @@ func archivedNames(t *testing.T, c *pgtest.Cluster) []string {
 	}
 	return names
 }
+
+// recoverFromArchive starts a server on pgdata (a base backup laid out
+// without recovery settings) with recovery.signal and pitr wal-fetch as
+// restore_command, and waits until it has replayed the archive and promoted.
+func recoverFromArchive(t *testing.T, r *testRepo, pgdata string) *pgtest.Cluster {
+	t.Helper()
+	if err := os.WriteFile(filepath.Join(pgdata, "recovery.signal"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c := pgtest.RestoredCluster(t, pgdata, pgtest.Options{RestoreCommand: r.restoreCommand()})
+	c.Start(t)
+	waitPromoted(t, c)
+	return c
+}
+
+// waitPromoted waits until recovery has finished and the server accepts writes.
+func waitPromoted(t *testing.T, c *pgtest.Cluster) {
+	t.Helper()
+	c.WaitFor(t, 2*time.Minute, func() bool {
+		v, err := c.TryQueryString("SELECT pg_is_in_recovery()::text")
+		return err == nil && v == "false"
+	})
+}

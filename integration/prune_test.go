@@ -167,15 +167,7 @@ func restoreToEnd(t *testing.T, r *testRepo, b basebackup.Backup, wantRows int64
 	if err := basebackup.Extract(context.Background(), r.openStore(t), b, pgdata, nil); err != nil {
 		t.Fatalf("extract %s: %v", b.Name, err)
 	}
-	if err := os.WriteFile(filepath.Join(pgdata, "recovery.signal"), nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	restored := pgtest.RestoredCluster(t, pgdata, pgtest.Options{RestoreCommand: r.restoreCommand()})
-	restored.Start(t)
-	restored.WaitFor(t, 2*time.Minute, func() bool {
-		v, err := restored.TryQueryString("SELECT pg_is_in_recovery()::text")
-		return err == nil && v == "false"
-	})
+	restored := recoverFromArchive(t, r, pgdata)
 	if n := restored.QueryInt(t, "SELECT count(*) FROM probe"); n != wantRows {
 		t.Fatalf("restored from %s: %d probe rows, want %d\n%s", b.Name, n, wantRows, restored.Log())
 	}

@@ -80,14 +80,6 @@ func (s *probeScenario) restoreAndStart(t *testing.T, opts pgtest.Options, args 
 	return c
 }
 
-func waitPromoted(t *testing.T, c *pgtest.Cluster) {
-	t.Helper()
-	c.WaitFor(t, 2*time.Minute, func() bool {
-		v, err := c.TryQueryString("SELECT pg_is_in_recovery()::text")
-		return err == nil && v == "false"
-	})
-}
-
 // probeRows returns the notes of the probe table, in order.
 func probeRows(t *testing.T, c *pgtest.Cluster) string {
 	t.Helper()

@@ -5,6 +5,8 @@ import (
 	"io"
 	"strconv"
 	"strings"
+
+	"github.com/pitr-dev/pitr/internal/units"
 )
 
 // Describe writes the plan the way a person checks it before the worst
@@ -22,7 +24,7 @@ func (p Plan) Describe(w io.Writer) {
 	fmt.Fprintf(w, ", then %s\n", p.Target.Action)
 	fmt.Fprintf(w, "  backup:    %s: %s\n", b.Name, p.BackupReason)
 	fmt.Fprintf(w, "             taken %s .. %s, WAL %s .. %s on timeline %d, PostgreSQL %s\n",
-		FormatPGTime(b.StartTime), FormatPGTime(b.StopTime), b.StartLSN, b.StopLSN, b.StopTimeline, pgVersion(b.PGVersionNum))
+		FormatPGTime(b.StartTime), FormatPGTime(b.StopTime), b.StartLSN, b.StopLSN, b.StopTimeline, units.PGVersion(b.PGVersionNum))
 	fmt.Fprintf(w, "  timeline:  %d", p.Timeline)
 	if len(p.Path) > 1 {
 		var hops []string
@@ -43,7 +45,7 @@ func (p Plan) Describe(w io.Writer) {
 		}
 		fmt.Fprintf(w, "  WAL:       %d segments %s .. %s, all in the archive%s\n", n, p.WAL[0].Name, p.WAL[n-1].Name, more)
 	}
-	fmt.Fprintf(w, "  download:  %s\n", humanBytes(p.DownloadBytes))
+	fmt.Fprintf(w, "  download:  %s\n", units.Bytes(p.DownloadBytes))
 	fmt.Fprintf(w, "  settings:\n")
 	for _, s := range p.Settings {
 		fmt.Fprintf(w, "    %s = %s\n", s.Name, quoteConf(s.Value))
@@ -51,26 +53,6 @@ func (p Plan) Describe(w io.Writer) {
 	for _, n := range p.Notes {
 		fmt.Fprintf(w, "  note: %s\n", n)
 	}
-}
-
-func pgVersion(num int) string {
-	if num <= 0 {
-		return "unknown"
-	}
-	return fmt.Sprintf("%d.%d", num/10000, num%10000)
-}
-
-func humanBytes(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }
 
 // quoteConf quotes a value for postgresql.conf syntax.

@@ -15,6 +15,7 @@ import (
 
 	"github.com/pitr-dev/pitr/archive/wal"
 	"github.com/pitr-dev/pitr/basebackup"
+	"github.com/pitr-dev/pitr/internal/units"
 	"github.com/pitr-dev/pitr/repo"
 	"github.com/pitr-dev/pitr/storage"
 )
@@ -693,20 +694,20 @@ func (p PrunePlan) Describe(w io.Writer, dryRun bool) {
 	fmt.Fprintf(w, "Keep %d %s:\n", len(p.Keep), prunePlural(len(p.Keep), "backup", "backups"))
 	for _, k := range p.Keep {
 		b := k.Backup
-		fmt.Fprintf(w, "  %-20s ended %s  %9s  %s\n", b.Name, FormatPGTime(b.StopTime), humanBytes(b.StoredSize), strings.Join(k.Reasons, "; "))
+		fmt.Fprintf(w, "  %-20s ended %s  %9s  %s\n", b.Name, FormatPGTime(b.StopTime), units.Bytes(b.StoredSize), strings.Join(k.Reasons, "; "))
 	}
 	if len(p.DeleteBackups) > 0 {
 		fmt.Fprintf(w, "%s %d %s:\n", verb, len(p.DeleteBackups), prunePlural(len(p.DeleteBackups), "backup", "backups"))
 		for _, d := range p.DeleteBackups {
 			b := d.Backup
-			fmt.Fprintf(w, "  %-20s ended %s  %9s\n", b.Name, FormatPGTime(b.StopTime), humanBytes(d.StoredSize))
+			fmt.Fprintf(w, "  %-20s ended %s  %9s\n", b.Name, FormatPGTime(b.StopTime), units.Bytes(d.StoredSize))
 		}
 	}
 	if len(p.Leftovers) > 0 {
 		fmt.Fprintf(w, "%s %d incomplete %s (no %s, nothing written for over %s):\n", verb, len(p.Leftovers),
 			prunePlural(len(p.Leftovers), "backup", "backups"), repo.BackupMetadataName, FormatDays(p.Policy.incompleteAfter()))
 		for _, lo := range p.Leftovers {
-			fmt.Fprintf(w, "  %-20s last written %s  %d objects  %s\n", lo.Name, FormatPGTime(lo.LastWritten), len(lo.Keys), humanBytes(lo.StoredSize))
+			fmt.Fprintf(w, "  %-20s last written %s  %d objects  %s\n", lo.Name, FormatPGTime(lo.LastWritten), len(lo.Keys), units.Bytes(lo.StoredSize))
 		}
 	}
 	if len(p.InProgress) > 0 {
@@ -714,7 +715,7 @@ func (p PrunePlan) Describe(w io.Writer, dryRun bool) {
 			prunePlural(len(p.InProgress), "backup", "backups"), FormatDays(p.Policy.incompleteAfter()), strings.Join(p.InProgress, ", "))
 	}
 	if n := len(p.DeleteWAL); n > 0 {
-		fmt.Fprintf(w, "%s %d WAL %s (%s): %s .. %s\n", verb, n, prunePlural(n, "file", "files"), humanBytes(p.WALBytes), p.DeleteWAL[0].Name, p.DeleteWAL[n-1].Name)
+		fmt.Fprintf(w, "%s %d WAL %s (%s): %s .. %s\n", verb, n, prunePlural(n, "file", "files"), units.Bytes(p.WALBytes), p.DeleteWAL[0].Name, p.DeleteWAL[n-1].Name)
 	} else {
 		fmt.Fprintf(w, "%s no WAL\n", verb)
 	}

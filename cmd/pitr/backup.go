@@ -14,6 +14,7 @@ import (
 
 	"github.com/pitr-dev/pitr/archive/wal"
 	"github.com/pitr-dev/pitr/basebackup"
+	"github.com/pitr-dev/pitr/internal/units"
 	"github.com/pitr-dev/pitr/repo"
 	"github.com/pitr-dev/pitr/storage"
 )
@@ -179,8 +180,8 @@ func writeBackupTable(w io.Writer, backups []basebackup.Backup) {
 	for _, b := range backups {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n",
 			b.Name, b.StartTime.UTC().Format(tableTime), b.StopTime.UTC().Format(tableTime),
-			b.StartLSN, b.StopLSN, timelines(b), humanBytes(b.Size), humanBytes(b.StoredSize),
-			ratio(b.Size, b.StoredSize), pgVersion(b.PGVersionNum))
+			b.StartLSN, b.StopLSN, timelines(b), units.Bytes(b.Size), units.Bytes(b.StoredSize),
+			ratio(b.Size, b.StoredSize), units.PGVersion(b.PGVersionNum))
 	}
 	tw.Flush()
 }
@@ -190,21 +191,6 @@ func timelines(b basebackup.Backup) string {
 		return fmt.Sprint(b.StartTimeline)
 	}
 	return fmt.Sprintf("%d-%d", b.StartTimeline, b.StopTimeline)
-}
-
-func pgVersion(num int) string { return fmt.Sprintf("%d.%d", num/10000, num%10000) }
-
-func humanBytes(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }
 
 func runBackupShow(ctx context.Context, env *environment, args []string) error {
@@ -247,7 +233,7 @@ func writeBackupDetails(w io.Writer, b basebackup.Backup) error {
 	row("name", b.Name)
 	row("label", b.Label)
 	row("system identifier", b.SystemIdentifier)
-	row("PostgreSQL", fmt.Sprintf("%s (server_version_num %d)", pgVersion(b.PGVersionNum), b.PGVersionNum))
+	row("PostgreSQL", fmt.Sprintf("%s (server_version_num %d)", units.PGVersion(b.PGVersionNum), b.PGVersionNum))
 	row("taken from", fmt.Sprintf("%s, with %s", orDash(b.BackupFrom), orDash(b.Method)))
 	row("start", fmt.Sprintf("%s  LSN %s  timeline %d  (checkpoint %s)", b.StartTime.UTC().Format(time.RFC3339Nano), b.StartLSN, b.StartTimeline, b.CheckpointLSN))
 	row("stop", fmt.Sprintf("%s  LSN %s  timeline %d", b.StopTime.UTC().Format(time.RFC3339Nano), b.StopLSN, b.StopTimeline))
@@ -256,9 +242,9 @@ func writeBackupDetails(w io.Writer, b basebackup.Backup) error {
 	row("WAL segment size", seg)
 	row("data checksums", b.DataChecksums)
 	row("size", fmt.Sprintf("%s (%d bytes), stored %s (%d bytes, %s), ratio %s",
-		humanBytes(b.Size), b.Size, humanBytes(b.StoredSize), b.StoredSize, b.Codec, ratio(b.Size, b.StoredSize)))
+		units.Bytes(b.Size), b.Size, units.Bytes(b.StoredSize), b.StoredSize, b.Codec, ratio(b.Size, b.StoredSize)))
 	for _, p := range b.Parts {
-		row("part "+p.Name, fmt.Sprintf("%s, stored %s, sha256 %s", humanBytes(p.Size), humanBytes(p.StoredSize), p.SHA256))
+		row("part "+p.Name, fmt.Sprintf("%s, stored %s, sha256 %s", units.Bytes(p.Size), units.Bytes(p.StoredSize), p.SHA256))
 	}
 	for _, ts := range b.Tablespaces {
 		row(fmt.Sprintf("tablespace %d", ts.OID), fmt.Sprintf("%s at %s (%s)", orDash(ts.Name), ts.Location, ts.Part))

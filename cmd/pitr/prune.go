@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/pitr-dev/pitr/internal/units"
 	"github.com/pitr-dev/pitr/pitr"
 	"github.com/pitr-dev/pitr/repo"
 	"github.com/pitr-dev/pitr/storage"
@@ -126,7 +127,7 @@ func pruneRepository(ctx context.Context, env *environment, st storage.Store, po
 	start := time.Now()
 	res, err := pitr.ExecutePrune(work, st, plan, env.log)
 	fmt.Fprintf(env.stdout, "Deleted %d %s, %d incomplete, %d WAL files: %s\n",
-		res.Backups, plural(res.Backups, "backup", "backups"), res.Leftovers, res.WAL, humanBytes(res.DeletedBytes))
+		res.Backups, plural(res.Backups, "backup", "backups"), res.Leftovers, res.WAL, units.Bytes(res.DeletedBytes))
 	if err != nil {
 		return res, err
 	}
