@@ -30,9 +30,16 @@ test:
 	$(GO) vet $(PKGS)
 	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) -json $(TESTFLAGS) $(PKGS) 2>&1 | $(GO) run ./scripts/testsummary
 
-# Placeholder until benchmarks exist: runs any Go benchmarks once.
+# pitr vs pgBackRest, one process per WAL segment as PostgreSQL runs them,
+# on a corpus of real WAL from pgbench (generated on the first run, ~3 min,
+# then cached in bench/.cache), followed by the in-process Go benchmarks
+# (codec, archive.Archiver) on the same WAL. BENCHFLAGS go to walbench
+# (go run ./bench/cmd/walbench -h); BENCH selects the Go benchmarks.
+BENCHFLAGS ?=
 bench:
-	$(GO) test -run '^$$' -bench '$(BENCH)' -benchmem -count=1 $(PKGS)
+	@command -v pgbackrest >/dev/null 2>&1 && [[ -x /usr/lib/postgresql/15/bin/pgbench ]] || bash scripts/install-deps.sh
+	$(GO) run ./bench/cmd/walbench $(BENCHFLAGS)
+	$(GO) test -run '^$$' -bench '$(BENCH)' -benchmem -count=1 ./bench/...
 
 lint:
 	@out="$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go' -not -path './vendor/*'))"; \

@@ -132,7 +132,6 @@ func ParseTargetTime(s string, defaultZone *time.Location) (time.Time, string, e
 	switch {
 	case zone == "":
 		loc = defaultZone
-		zoneDesc = defaultZone.String() + " (no zone given)"
 	case strings.EqualFold(zone, "Z") || strings.EqualFold(zone, "UTC") || strings.EqualFold(zone, "GMT"):
 		loc, zoneDesc = time.UTC, "UTC"
 	case offsetPattern.MatchString(zone):
@@ -159,6 +158,15 @@ func ParseTargetTime(s string, defaultZone *time.Location) (time.Time, string, e
 	t, err := time.ParseInLocation(layout, date+" "+clock, loc)
 	if err != nil {
 		return time.Time{}, "", fmt.Errorf("target time %q: %v", s, err)
+	}
+	if zone == "" {
+		// Name the zone concretely: "Local" says nothing to someone reading
+		// the plan on the worst night of their year.
+		name := loc.String()
+		if name == "Local" || name == "" {
+			name, _ = t.Zone()
+		}
+		zoneDesc = fmt.Sprintf("%s, UTC%s (no zone given; set --tz or add one)", name, t.Format("-07:00"))
 	}
 	// A wall time that does not exist (inside a DST gap) is normalised by
 	// Go; say so rather than restore to a time the user did not write.

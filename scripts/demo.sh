@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# The README's first command: a throwaway PostgreSQL cluster archives its WAL
-# with `pitr archive-push` into a local file:// repository, and every archived
-# segment is fetched back with `pitr wal-fetch` and compared byte for byte.
+# The README's first command, the whole loop on the local file:// default:
+# a throwaway PostgreSQL cluster archives its WAL with `pitr archive-push`,
+# takes a base backup with `pitr backup`, commits a row every few seconds,
+# and `pitr restore --target` brings it back to a chosen minute, printing
+# which rows survived. Every archived segment is also fetched back with
+# `pitr wal-fetch` and compared byte for byte.
 #
 # Everything lives in one temporary directory, removed at the end unless
 # KEEP=1. Runs as root (PostgreSQL itself then runs as the pitrtest user) or as
@@ -23,6 +26,7 @@ chmod 0755 "${WORK}"
 [[ ${EUID} -eq 0 ]] && chown pitrtest: "${WORK}"
 cleanup() {
 	"${RUN_AS[@]}" "${PG_BIN}/pg_ctl" -D "${WORK}/pgdata" -m immediate stop >/dev/null 2>&1 || true
+	"${RUN_AS[@]}" "${PG_BIN}/pg_ctl" -D "${WORK}/restored" -m immediate stop >/dev/null 2>&1 || true
 	if [[ ${KEEP:-0} == 1 ]]; then
 		echo "kept ${WORK}"
 	else
@@ -67,6 +71,41 @@ done
 	"SELECT archived_count, failed_count, last_archived_wal FROM pg_stat_archiver" postgres
 echo "server log (archive-push writes one line per segment):"
 grep 'msg=archived' "${WORK}/server.log" | tail -3
+
+say "taking a base backup into the repository"
+"${RUN_AS[@]}" "${PITR}" backup --repo "${REPO}" --fast --dsn "host=127.0.0.1 port=${PORT} user=postgres dbname=postgres" --log-level warn
+"${RUN_AS[@]}" "${PITR}" backup list --repo "${REPO}"
+
+SECONDS_OF_ROWS=${DEMO_SECONDS:-75}
+say "committing a row every 5 seconds for ${SECONDS_OF_ROWS} seconds"
+psql_src() { "${RUN_AS[@]}" "${PG_BIN}/psql" -h 127.0.0.1 -p "${PORT}" -U postgres -qXAt "$@" postgres; }
+psql_src -c "CREATE TABLE events (id serial PRIMARY KEY, note text, at timestamptz DEFAULT clock_timestamp())"
+end=$((SECONDS + SECONDS_OF_ROWS))
+while ((SECONDS < end)); do
+	psql_src -c "INSERT INTO events (note) VALUES ('row written at ' || to_char(clock_timestamp(), 'HH24:MI:SS'))"
+	sleep 5
+done
+psql_src -c "SELECT id, note FROM events ORDER BY id" | sed 's/^/  /'
+# The target: the first whole minute after the first row, in this machine's zone.
+first=$(psql_src -c "SELECT extract(epoch FROM min(at))::bigint FROM events")
+target_epoch=$(((first / 60 + 1) * 60))
+if ((target_epoch >= $(psql_src -c "SELECT extract(epoch FROM max(at))::bigint FROM events"))); then
+	target_epoch=$((first + SECONDS_OF_ROWS / 2))
+fi
+TARGET=$(date -d "@${target_epoch}" '+%Y-%m-%d %H:%M:%S')
+last=$(psql_src -c "SELECT pg_walfile_name(pg_switch_wal())")
+for _ in $(seq 1 120); do
+	[[ -f "${WORK}/pgdata/pg_wal/archive_status/${last}.done" ]] && break
+	sleep 0.5
+done
+
+say "restoring to ${TARGET} ($(date +%Z)) into ${WORK}/restored and starting it"
+RPORT=$((PORT + 1))
+"${RUN_AS[@]}" "${PITR}" restore --repo "${REPO}" --log-level warn --target "${TARGET}" \
+	--pgdata "${WORK}/restored" --start --port "${RPORT}"
+echo "rows that survived in the restored cluster (everything committed up to ${TARGET}):"
+"${RUN_AS[@]}" "${PG_BIN}/psql" -h 127.0.0.1 -p "${RPORT}" -U postgres -XAt -c "SELECT id, note FROM events ORDER BY id" postgres | sed 's/^/  /'
+"${RUN_AS[@]}" "${PG_BIN}/pg_ctl" -D "${WORK}/restored" -m fast stop >/dev/null
 
 say "fetching every archived segment back with wal-fetch and comparing"
 mkdir -p "${WORK}/fetched"

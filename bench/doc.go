@@ -1,0 +1,15 @@
+// Package bench holds pitr's benchmarks; `make bench` runs both parts.
+//
+// cmd/walbench compares pitr with pgBackRest the way PostgreSQL calls them,
+// one process per WAL segment, on a corpus of real WAL generated once by
+// pgbench on PostgreSQL 15 and cached in bench/.cache (internal/corpus).
+//
+// The Go benchmarks in this package measure the codec and archive.Archiver
+// Push/Fetch in process on segments of that corpus, with MB/s and
+// allocations, so regressions show without processes:
+//
+//	go test -run '^$' -bench . -benchmem ./bench/
+//
+// They skip when the corpus has not been generated yet. Nothing here runs
+// under `go test` without -bench.
+package bench
