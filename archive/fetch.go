@@ -109,7 +109,10 @@ func writeVerified(dest string, src io.Reader, check func(*os.File, int64) error
 			os.Remove(tmp)
 		}
 	}()
-	n, err := io.Copy(f, src)
+	// A 1 MiB buffer instead of io.Copy's 32 KiB: 16 writes per 16 MiB
+	// segment instead of 512. Hiding ReadFrom keeps os.File from picking
+	// its own small buffer.
+	n, err := io.CopyBuffer(struct{ io.Writer }{f}, src, make([]byte, 1<<20))
 	if err != nil {
 		return n, err
 	}

@@ -19,6 +19,11 @@ import (
 	"github.com/pitr-dev/pitr/storage/codec"
 )
 
+// walWindow is the zstd window for WAL files: measured on pgbench WAL, 1 MiB
+// compresses as well as the default 8 MiB and allocates a quarter of the
+// memory, which matters in a process started once per segment.
+const walWindow = 1 << 20
+
 // ErrConflict means the repository already holds a different file under the
 // same name. archive_command must fail then, and the archived copy must stay.
 var ErrConflict = errors.New("a different file with this name is already archived")
@@ -136,7 +141,11 @@ func (a *Archiver) Push(ctx context.Context, path string) (PushResult, error) {
 	if _, err := f.Seek(0, io.SeekStart); err != nil {
 		return res, fmt.Errorf("push %s: %w", name, err)
 	}
-	stored, err := codec.Put(ctx, a.Store, key, f, fi.Size(), a.Codec)
+	opts := a.Codec
+	if opts.WindowSize == 0 {
+		opts.WindowSize = walWindow
+	}
+	stored, err := codec.Put(ctx, a.Store, key, f, fi.Size(), opts)
 	if err != nil {
 		return res, fmt.Errorf("push %s: %w", name, err)
 	}
