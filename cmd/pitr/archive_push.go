@@ -6,6 +6,7 @@ import (
 	"os"
 
 	"github.com/pitr-dev/pitr/archive"
+	"github.com/pitr-dev/pitr/storage/retry"
 )
 
 // archivePushExit implements the archive_command contract: any failure is
@@ -23,7 +24,7 @@ func runArchivePush(ctx context.Context, env *environment, args []string) error 
 	if len(pos) != 1 {
 		return fmt.Errorf("%w: want exactly one WAL file path (%%p), got %d arguments", errUsage, len(pos))
 	}
-	a, err := newArchiver(ctx, env, load)
+	a, err := newArchiver(ctx, env, load, defaultRetries)
 	if err != nil {
 		return err
 	}
@@ -44,7 +45,7 @@ func runArchivePush(ctx context.Context, env *environment, args []string) error 
 // newArchiver loads the configuration and opens the repository. The working
 // directory of archive_command and restore_command is the data directory, so
 // global/pg_control identifies the cluster when present.
-func newArchiver(ctx context.Context, env *environment, load func() (Config, error)) (*archive.Archiver, error) {
+func newArchiver(ctx context.Context, env *environment, load func() (Config, error), retries retry.Options) (*archive.Archiver, error) {
 	cfg, err := load()
 	if err != nil {
 		return nil, err
@@ -56,7 +57,7 @@ func newArchiver(ctx context.Context, env *environment, load func() (Config, err
 	if err != nil {
 		return nil, err
 	}
-	st, err := openStore(ctx, cfg, env.log)
+	st, err := openStore(ctx, cfg, env.log, retries)
 	if err != nil {
 		return nil, err
 	}

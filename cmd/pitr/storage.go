@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/url"
 	"strings"
+	"time"
 
 	"github.com/pitr-dev/pitr/storage"
 	"github.com/pitr-dev/pitr/storage/codec"
@@ -14,9 +15,18 @@ import (
 	"github.com/pitr-dev/pitr/storage/s3"
 )
 
+// Retry budgets per kind of command. wal-fetch is patient: while it retries,
+// recovery waits; once it gives up, recovery aborts and someone must restart
+// it. The others fail fast and are retried by their caller (PostgreSQL's
+// archiver retries archive-push; people and schedulers retry the rest).
+var (
+	defaultRetries = retry.Options{}                                    // 5 attempts, ~1.5 s
+	fetchRetries   = retry.Options{Attempts: 10, Max: 10 * time.Second} // ~30 s
+)
+
 // openStore is the one place where the storage stack is composed:
 // backend → retry (→ encryption, later). Callers above see one Store.
-func openStore(ctx context.Context, cfg Config, log *slog.Logger) (storage.Store, error) {
+func openStore(ctx context.Context, cfg Config, log *slog.Logger, retries retry.Options) (storage.Store, error) {
 	if cfg.Repo == "" {
 		return nil, fmt.Errorf("no repository configured: set --repo, PITR_REPO or repo: in %s", DefaultConfigFile)
 	}
@@ -53,7 +63,8 @@ func openStore(ctx context.Context, cfg Config, log *slog.Logger) (storage.Store
 	if err != nil {
 		return nil, fmt.Errorf("open repository %s: %w", cfg.Repo, err)
 	}
-	return retry.New(backend, retry.Options{Logger: log}), nil
+	retries.Logger = log
+	return retry.New(backend, retries), nil
 }
 
 func codecOptions(cfg Config) (codec.Options, error) {
@@ -82,6 +93,6 @@ func openRepository(ctx context.Context, env *environment, load func() (Config, 
 	if err := setupLogging(env, cfg); err != nil {
 		return cfg, nil, err
 	}
-	st, err := openStore(ctx, cfg, env.log)
+	st, err := openStore(ctx, cfg, env.log, defaultRetries)
 	return cfg, st, err
 }

@@ -43,7 +43,7 @@ func runWALFetch(ctx context.Context, env *environment, args []string) error {
 	if len(pos) != 2 {
 		return fmt.Errorf("%w: want a WAL file name (%%f) and a destination path (%%p), got %d arguments", errUsage, len(pos))
 	}
-	a, err := newArchiver(ctx, env, load)
+	a, err := newArchiver(ctx, env, load, fetchRetries)
 	if err != nil {
 		return err
 	}
