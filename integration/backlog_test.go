@@ -1,0 +1,55 @@
+package integration
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pitr-dev/pitr/internal/pgtest"
+)
+
+// Scenario 27: a backlog of .ready segments (archiving was failing) drains
+// with several files archived per call; PostgreSQL's later calls for files
+// archived ahead are answered from the spool; every file arrives intact and
+// pitr leaves archive_status to PostgreSQL.
+func TestBacklogDrains(t *testing.T) {
+	t.Parallel()
+	r := newRepo(t, "file", nil)
+	c := pgtest.NewCluster(t, pgtest.Options{
+		WalSegSizeMB:   1,
+		ArchiveCommand: "false", // archiving fails until the backlog has built up
+		ExtraConf:      map[string]string{"wal_keep_size": "1GB"},
+	})
+	c.Start(t)
+	var backlog []string
+	for range 12 {
+		generateWAL(t, c, 1)
+		backlog = append(backlog, c.SwitchWAL(t))
+	}
+	c.WaitFor(t, time.Minute, func() bool {
+		_, failed, _, _ := c.ArchiverStats(t)
+		return failed > 0
+	})
+	c.Exec(t, "ALTER SYSTEM SET archive_command = '"+strings.ReplaceAll(r.archiveCommand(), "'", "''")+"'")
+	c.Exec(t, "SELECT pg_reload_conf()")
+	last := c.SwitchWAL(t)
+	c.WaitArchived(t, last, 2*time.Minute)
+
+	log := c.Log()
+	if !strings.Contains(log, "msg=\"archived ahead\"") || !strings.Contains(log, "msg=\"archived earlier, ahead of this call\"") {
+		t.Fatalf("the backlog was not drained ahead of PostgreSQL's calls:\n%s", log)
+	}
+	assertFetchesIdentical(t, r, c, append(backlog, last))
+	// pitr wrote nothing into archive_status: only PostgreSQL's .ready/.done files are there.
+	entries, _ := os.ReadDir(filepath.Join(c.DataDir(), "pg_wal", "archive_status"))
+	for _, e := range entries {
+		if !strings.HasSuffix(e.Name(), ".done") && !strings.HasSuffix(e.Name(), ".ready") {
+			t.Errorf("unexpected file in archive_status: %s", e.Name())
+		}
+	}
+	if _, failed, _, _ := c.ArchiverStats(t); failed == 0 {
+		t.Fatal("the failing phase was not recorded")
+	}
+}
