@@ -9,8 +9,10 @@
 //	<system id>/basebackups/<name>/backup_manifest  the server's manifest
 //	<system id>/basebackups/<name>/in-progress.json heartbeat of a running backup
 //	<system id>/basebackups/<name>/backup.json    metadata, written last (plain JSON)
+//	<system id>/drills/<UTC time>.json             report of one pitr drill (plain JSON)
 //
-// Every object below <system id>/ is in the codec format (storage/codec).
+// Every object below <system id>/ is in the codec format (storage/codec),
+// except the plain-JSON backup.json and drill reports.
 // Keying by the database system identifier means two clusters can never mix
 // their WAL, even if the marker check were bypassed; the marker binds the
 // repository to one system so archive-push refuses a foreign cluster loudly.
@@ -185,3 +187,12 @@ const (
 
 // BackupTablespaceTarName is the object holding tablespace oid's tar stream.
 func BackupTablespaceTarName(oid uint32) string { return strconv.FormatUint(uint64(oid), 10) + ".tar" }
+
+// DrillPrefix is the prefix of every drill report of one system.
+func DrillPrefix(id SystemID) string { return id.String() + "/drills/" }
+
+// DrillKey returns the key of the report of a drill started at t. Keys sort
+// by time, so the last one listed is the newest drill.
+func DrillKey(id SystemID, t time.Time) string {
+	return DrillPrefix(id) + t.UTC().Format("20060102T150405Z") + ".json"
+}

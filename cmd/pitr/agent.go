@@ -63,6 +63,9 @@ func runAgent(ctx context.Context, env *environment, args []string) error {
 		}
 	}
 	a.lastSuccess = newestBackupStart(ctx, env.log, st)
+	if err := setupAgentExtras(ctx, env, cfg, st, a); err != nil {
+		return err
+	}
 	return a.run(ctx)
 }
 
@@ -128,6 +131,63 @@ type agent struct {
 	prune       func(ctx context.Context) error // nil: no retention policy
 	lastSuccess time.Time                       // start of the last successful backup
 	retry       time.Duration                   // 0: agentRetryInterval
+
+	// Scheduled drills; drill nil disables them. drill reports whether the
+	// drill passed and, if not, why.
+	drillSched schedule
+	drill      func(ctx context.Context) (ok bool, detail string, err error)
+	lastDrill  time.Time // start of the last passed drill
+	// notify, if set, hears about every run: webhook, dead man's switch,
+	// metrics.
+	notify func(ctx context.Context, ev agentEvent)
+}
+
+// agentEvent is the outcome of one scheduled run.
+type agentEvent struct {
+	Job      string // backup, prune or drill
+	OK       bool
+	Detail   string // the error or the failed checks
+	Start    time.Time
+	Duration time.Duration
+}
+
+func (a *agent) emit(ctx context.Context, ev agentEvent) {
+	if a.notify != nil {
+		a.notify(ctx, ev)
+	}
+}
+
+// agentDrillRetryInterval is how soon a failed drill runs again: its
+// failure has been reported, and a corrupt backup does not heal in an hour.
+const agentDrillRetryInterval = 24 * time.Hour
+
+// runDrill runs one scheduled drill and returns when the next is due.
+func (a *agent) runDrill(ctx context.Context) time.Time {
+	start := a.clock.Now()
+	a.log.Info("scheduled drill starting")
+	ok, detail, err := a.drill(ctx)
+	took := a.clock.Now().Sub(start).Round(time.Millisecond)
+	if ctx.Err() != nil {
+		a.log.Info("scheduled drill interrupted by shutdown", "duration", took)
+		return time.Time{}
+	}
+	if err == nil && ok {
+		a.lastDrill = start
+		a.log.Info("scheduled drill passed", "duration", took)
+		a.emit(ctx, agentEvent{Job: "drill", OK: true, Detail: detail, Start: start, Duration: took})
+		return a.due(a.drillSched.next(a.lastDrill, a.clock.Now()))
+	}
+	if err != nil {
+		detail = err.Error()
+	}
+	now := a.clock.Now()
+	next := now.Add(agentDrillRetryInterval)
+	if n := a.drillSched.next(a.lastDrill, now); n.After(now) && n.Before(next) {
+		next = n
+	}
+	a.log.Error("scheduled drill failed", "reason", detail, "duration", took, "next_drill", next)
+	a.emit(ctx, agentEvent{Job: "drill", Detail: detail, Start: start, Duration: took})
+	return next
 }
 
 // run loops until ctx is cancelled (SIGTERM, SIGINT), which is a clean
@@ -141,7 +201,23 @@ func (a *agent) run(ctx context.Context) error {
 	}
 	next := a.due(a.sched.next(a.lastSuccess, a.clock.Now()))
 	a.log.Info("agent started", "schedule", a.sched.String(), "prune", a.prune != nil, "next_run", next)
+	var nextDrill time.Time
+	if a.drill != nil {
+		nextDrill = a.due(a.drillSched.next(a.lastDrill, a.clock.Now()))
+		a.log.Info("scheduled drills", "schedule", a.drillSched.String(), "next_drill", nextDrill)
+	}
 	for {
+		// A backup due at the same time goes first: the drill restores it.
+		if a.drill != nil && nextDrill.Before(next) {
+			if err := a.clock.SleepUntil(ctx, nextDrill); err != nil {
+				a.log.Info("agent stopped")
+				return nil
+			}
+			if nextDrill = a.runDrill(ctx); ctx.Err() != nil {
+				return nil
+			}
+			continue
+		}
 		if err := a.clock.SleepUntil(ctx, next); err != nil {
 			a.log.Info("agent stopped")
 			return nil
@@ -161,10 +237,12 @@ func (a *agent) run(ctx context.Context) error {
 				next = n
 			}
 			a.log.Error("scheduled backup failed", "err", err, "duration", took, "next_run", next)
+			a.emit(ctx, agentEvent{Job: "backup", Detail: err.Error(), Start: start, Duration: took})
 			continue
 		}
 		a.lastSuccess = start
 		a.log.Info("scheduled backup succeeded", "duration", took)
+		a.emit(ctx, agentEvent{Job: "backup", OK: true, Start: start, Duration: took})
 		if a.prune != nil {
 			pstart := a.clock.Now()
 			err := a.prune(ctx)
@@ -177,8 +255,10 @@ func (a *agent) run(ctx context.Context) error {
 				// The next successful backup prunes again; retrying
 				// sooner would not fix a configuration problem.
 				a.log.Error("prune after backup failed", "err", err, "duration", ptook)
+				a.emit(ctx, agentEvent{Job: "prune", Detail: err.Error(), Start: pstart, Duration: ptook})
 			default:
 				a.log.Info("prune after backup succeeded", "duration", ptook)
+				a.emit(ctx, agentEvent{Job: "prune", OK: true, Start: pstart, Duration: ptook})
 			}
 		}
 		next = a.due(a.sched.next(a.lastSuccess, a.clock.Now()))

@@ -48,6 +48,13 @@ type Config struct {
 	IncompleteAfter string `yaml:"incomplete_after" doc:"pitr prune deletes backups that never completed once unchanged this long (default 24h)"`
 	Schedule        string `yaml:"schedule" doc:"pitr agent's backup schedule: an interval since the last backup (7d, 24h) or cron 'M H DOM MON DOW' in local time (default 7d)"`
 
+	DrillSchedule  string `yaml:"drill_schedule" doc:"pitr agent's drill schedule: an interval since the last drill (30d) or cron 'M H DOM MON DOW'; off disables (default 30d)"`
+	DrillScratch   string `yaml:"drill_scratch" doc:"directory in which pitr drill and the agent's drills create their scratch directory (default $TMPDIR); needs room for a restored cluster"`
+	MetricsAddress string `yaml:"metrics_address" doc:"pitr agent serves Prometheus metrics on this address at /metrics, e.g. 127.0.0.1:9187 (default: off)"`
+	NotifyURL      string `yaml:"notify_url" secret:"true" doc:"pitr agent POSTs JSON (with a Slack-compatible text field) here when a scheduled backup, prune or drill fails"`
+	NotifySuccess  bool   `yaml:"notify_success" doc:"also send successful runs to notify_url"`
+	DeadmanURL     string `yaml:"deadman_url" secret:"true" doc:"pitr agent GETs this URL after each successful scheduled backup or drill (a dead man's switch such as healthchecks.io), so silence raises an alarm"`
+
 	// File is the config file that was read, if any (not a setting).
 	File string `yaml:"-"`
 }

@@ -45,6 +45,9 @@ func commands() []command {
 		{name: "prune", summary: "delete old backups and the WAL no kept backup needs", run: runPrune},
 		{name: "agent", summary: "run scheduled backups and pruning in the foreground", run: runAgent},
 		{name: "restore", summary: "restore to a point in time (--target TIME --pgdata DIR)", run: runRestore},
+		{name: "drill", summary: "prove the backups restore: restore into a scratch directory, start, check, report", run: runDrill},
+		{name: "status", summary: "archive lag, WAL gaps, backups, recovery window, last drill; non-zero past thresholds", run: runStatus},
+		{name: "check", summary: "check the archiving setup end to end; names each wrong setting and its fix", run: runCheck},
 		{name: "version", summary: "print the version", run: runVersion},
 	}
 }
