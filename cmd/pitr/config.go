@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"reflect"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -92,11 +93,15 @@ func configFields() []configField {
 
 // configFlags registers every non-secret Config field (plus --config) on fs
 // and returns a function that, after fs.Parse, loads the effective Config.
-func configFlags(fs *flag.FlagSet) func() (Config, error) {
+//
+// A command whose own flag has the name of a setting it does not use
+// (drill's --keep is not prune's keep count) lists that setting in without;
+// the setting still comes from the environment and the config file.
+func configFlags(fs *flag.FlagSet, without ...string) func() (Config, error) {
 	configPath := fs.String("config", "", "config file (default $PITR_CONFIG, else "+DefaultConfigFile+" if it exists)")
 	set := map[string]*string{}
 	for _, f := range configFields() {
-		if f.secret {
+		if f.secret || slices.Contains(without, f.key) {
 			continue
 		}
 		set[f.key] = fs.String(f.flag, "", f.doc+" [$"+f.env+"]")

@@ -17,17 +17,17 @@ var errDrillFailed = errors.New("drill failed")
 
 func runDrill(ctx context.Context, env *environment, args []string) error {
 	fs := newFlagSet(env, "drill", "drill [--target TIME|latest|immediate] [--keep] [--scratch DIR] [--port N] [flags]")
-	load := configFlags(fs)
+	load := configFlags(fs, "keep")
 	target := fs.String("target", "latest", `what to restore: "latest" (the whole archive), "immediate" (the end of the newest backup) or a time "YYYY-MM-DD HH:MM[:SS] [zone]"`)
 	tz := fs.String("tz", "", "time zone for a --target time without one (default: $TZ, else this machine's zone)")
-	keep := fs.Bool("keep-scratch", false, "keep the scratch directory (the server is stopped either way); --keep for short")
+	keep := fs.Bool("keep", false, "keep the scratch directory (the server is stopped either way)")
 	scratch := fs.String("scratch", "", "directory in which the scratch directory is created (default $TMPDIR or /tmp); needs room for the restored cluster")
 	port := fs.Int("port", 0, "port of the scratch server's Unix socket (default: a free port)")
 	timeout := fs.Duration("timeout", 0, "give up waiting for recovery after this long (default: no limit)")
 	tableTimeout := fs.Duration("table-timeout", 10*time.Minute, "limit for reading one table")
 	role := fs.String("user", "", "role to connect to the restored server as (default: $PGUSER, this OS user, postgres)")
 	asJSON := fs.Bool("json", false, "print the report as JSON instead of a summary")
-	pos, err := parseInterspersed(fs, drillArgs(args))
+	pos, err := parseInterspersed(fs, args)
 	if err != nil {
 		return err
 	}
@@ -105,21 +105,4 @@ func drillOnce(ctx context.Context, env *environment, cfg Config, st storage.Sto
 	// finishes is itself news for pitr status.
 	key, werr = pitr.WriteDrillReport(context.WithoutCancel(ctx), st, report)
 	return report, key, werr, nil
-}
-
-// drillArgs turns the bare --keep of the issue's synopsis into
-// --keep-scratch: --keep is also every command's config flag for prune's
-// keep count, which a drill does not use.
-func drillArgs(args []string) []string {
-	out := make([]string, len(args))
-	for i, a := range args {
-		switch a {
-		case "--keep", "-keep", "--keep=true", "-keep=true":
-			a = "--keep-scratch"
-		case "--keep=false", "-keep=false":
-			a = "--keep-scratch=false"
-		}
-		out[i] = a
-	}
-	return out
 }

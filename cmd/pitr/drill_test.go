@@ -5,10 +5,12 @@ import (
 	"testing"
 )
 
-func TestDrillArgsKeep(t *testing.T) {
-	got := strings.Join(drillArgs([]string{"--keep", "--target", "latest", "-keep=false", "--keep=true"}), " ")
-	if want := "--keep-scratch --target latest --keep-scratch=false --keep-scratch"; got != want {
-		t.Fatalf("drillArgs: %q, want %q", got, want)
+// drill --keep is drill's own switch, not the keep count every other
+// command takes for prune: as a string flag it would swallow "--target".
+func TestDrillKeepIsASwitch(t *testing.T) {
+	isolate(t)
+	if code, _, stderr := runPitr(t, "drill", "--keep", "--target", "latest"); code != 1 || !strings.Contains(stderr, "no repository configured") {
+		t.Fatalf("drill --keep --target latest: exit %d: %s", code, stderr)
 	}
 }
 
