@@ -35,11 +35,18 @@ test:
 # then cached in bench/.cache), followed by the in-process Go benchmarks
 # (codec, archive.Archiver) on the same WAL. BENCHFLAGS go to walbench
 # (go run ./bench/cmd/walbench -h); BENCH selects the Go benchmarks.
+# Then backupbench: base backup and point-in-time restore of a pgbench
+# scale-50 database, pitr vs pgBackRest (~4 min; the cluster is cached in
+# bench/.cache/pgbench-s50). BACKUPBENCHFLAGS go to it
+# (go run ./bench/cmd/backupbench -h; -profile DIR adds CPU profiles).
 BENCHFLAGS ?=
+BACKUPBENCHFLAGS ?=
 bench:
 	@command -v pgbackrest >/dev/null 2>&1 && [[ -x /usr/lib/postgresql/15/bin/pgbench ]] || bash scripts/install-deps.sh
 	$(GO) run ./bench/cmd/walbench $(BENCHFLAGS)
 	$(GO) test -run '^$$' -bench '$(BENCH)' -benchmem -count=1 ./bench/...
+	@[[ -x /usr/bin/time ]] || { echo "make bench: backupbench needs GNU time for peak RSS (apt-get install time)" >&2; exit 1; }
+	$(GO) run ./bench/cmd/backupbench $(BACKUPBENCHFLAGS)
 
 lint:
 	@out="$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go' -not -path './vendor/*'))"; \

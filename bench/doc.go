@@ -12,4 +12,9 @@
 //
 // They skip when the corpus has not been generated yet. Nothing here runs
 // under `go test` without -bench.
+//
+// cmd/backupbench compares `pitr backup` with `pgbackrest backup` and
+// `pitr restore --target TIME --start` with `pgbackrest restore --type=time`
+// on a pgbench scale-50 cluster (cached in bench/.cache/pgbench-s50) with
+// ~1 GiB of WAL to replay; `make bench` runs it last.
 package bench
