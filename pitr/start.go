@@ -69,7 +69,7 @@ func StartAndWait(ctx context.Context, opts StartOptions) (Outcome, error) {
 		return Outcome{}, fmt.Errorf("pg_ctl start: %v: %s%s", err, strings.TrimSpace(string(out)), fatalFrom(opts.LogFile))
 	}
 	var out Outcome
-	tick := time.NewTicker(200 * time.Millisecond)
+	tick := time.NewTicker(50 * time.Millisecond) // reading a small log file is cheap; a restore waits on this
 	defer tick.Stop()
 	for {
 		log, _ := os.ReadFile(opts.LogFile)
