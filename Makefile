@@ -53,8 +53,14 @@ lint:
 	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet $(PKGS)
 
+# The integration suite in containers (docker-compose.yml: a PostgreSQL
+# service, a versitygw S3 service and a runner built from
+# integration/Dockerfile that runs make test). Needs a Docker engine; works
+# with the compose plugin (docker compose) or the standalone docker-compose.
+COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo 'docker compose' || echo docker-compose)
 integration-compose:
-	docker compose run --rm tests
+	$(COMPOSE) build tests
+	$(COMPOSE) run --rm tests || status=$$?; $(COMPOSE) down -v; exit $${status:-0}
 
 clean:
 	rm -rf bin

@@ -13,10 +13,18 @@ import (
 // Scenario 27: a backlog of .ready segments (archiving was failing) drains
 // with several files archived per call; PostgreSQL's later calls for files
 // archived ahead are answered from the spool; every file arrives intact and
-// pitr leaves archive_status to PostgreSQL.
+// pitr leaves archive_status to PostgreSQL. On both backends.
 func TestBacklogDrains(t *testing.T) {
-	t.Parallel()
-	r := newRepo(t, "file", nil)
+	for _, kind := range backends {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			testBacklogDrains(t, kind)
+		})
+	}
+}
+
+func testBacklogDrains(t *testing.T, kind string) {
+	r := newRepo(t, kind, nil)
 	c := pgtest.NewCluster(t, pgtest.Options{
 		WalSegSizeMB:   1,
 		ArchiveCommand: "false", // archiving fails until the backlog has built up

@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -61,7 +62,18 @@ type testRepo struct {
 	configPath string
 	s3         *s3test.Server
 	s3Prefix   string
+
+	mu    sync.Mutex
+	calls []string // every pitr invocation with its output, for failure reports
 }
+
+// pitrCallsShown is how many of a failed test's pitr invocations are
+// printed (the last ones), and pitrOutputLines how many lines of each one's
+// stdout and stderr.
+const (
+	pitrCallsShown  = 12
+	pitrOutputLines = 40
+)
 
 // newRepo makes an empty repository on the given backend. For S3 each test
 // gets its own prefix in the shared server's bucket, or in server if given.
@@ -90,7 +102,41 @@ func newRepo(t *testing.T, kind string, server *s3test.Server) *testRepo {
 	if err := os.WriteFile(r.configPath, []byte(conf.String()), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	// A failed test shows what pitr said, not only what the test expected:
+	// the server logs (with archive_command's and restore_command's output)
+	// come from pgtest's own cleanup.
+	t.Cleanup(func() {
+		if !t.Failed() {
+			return
+		}
+		r.mu.Lock()
+		calls := r.calls
+		r.mu.Unlock()
+		if len(calls) == 0 {
+			return
+		}
+		skipped := 0
+		if len(calls) > pitrCallsShown {
+			skipped = len(calls) - pitrCallsShown
+			calls = calls[skipped:]
+		}
+		t.Logf("--- pitr commands run by the test (%s repository %s; %d earlier ones not shown) ---\n%s",
+			r.kind, r.url, skipped, strings.Join(calls, "\n"))
+	})
 	return r
+}
+
+// lastLines returns the last n lines of s, saying how many were cut.
+func lastLines(s string, n int) string {
+	s = strings.TrimRight(s, "\n")
+	if s == "" {
+		return "(empty)"
+	}
+	lines := strings.Split(s, "\n")
+	if len(lines) <= n {
+		return s
+	}
+	return fmt.Sprintf("(%d lines cut)\n%s", len(lines)-n, strings.Join(lines[len(lines)-n:], "\n"))
 }
 
 func (r *testRepo) archiveCommand() string {
@@ -133,6 +179,11 @@ func (r *testRepo) pitr(t *testing.T, dir string, args ...string) result {
 	default:
 		t.Fatalf("run pitr %v: %v", args, err)
 	}
+	r.mu.Lock()
+	r.calls = append(r.calls, fmt.Sprintf("$ pitr %s   (in %s, %s)\nexit %d\nstdout: %s\nstderr: %s",
+		strings.Join(args, " "), dir, time.Now().UTC().Format("15:04:05.000"), res.code,
+		lastLines(res.stdout, pitrOutputLines), lastLines(res.stderr, pitrOutputLines)))
+	r.mu.Unlock()
 	return res
 }
 

@@ -55,6 +55,7 @@ func TestPruneKeepsWhatKeptBackupsNeed(t *testing.T) {
 			c.Exec(t, "INSERT INTO probe VALUES (100, 'after the last backup')")
 			generateWAL(t, c, 1)
 			c.WaitArchived(t, c.SwitchWAL(t), time.Minute)
+			final := snapshot(t, c, "at the end of the archive")
 
 			id := systemID(t, r)
 			var third basebackup.Backup
@@ -153,7 +154,7 @@ func TestPruneKeepsWhatKeptBackupsNeed(t *testing.T) {
 				t.Fatalf("second prune: %v", n)
 			}
 
-			restoreToEnd(t, r, third, 5)
+			restoreToEnd(t, r, third, 5, final)
 		})
 	}
 }
@@ -161,7 +162,7 @@ func TestPruneKeepsWhatKeptBackupsNeed(t *testing.T) {
 // restoreToEnd extracts b and recovers through wal-fetch to the end of the
 // archive (no target), as in TestRecoveryThroughWalFetch: a gap anywhere
 // after b's start would end recovery early and lose probe rows.
-func restoreToEnd(t *testing.T, r *testRepo, b basebackup.Backup, wantRows int64) {
+func restoreToEnd(t *testing.T, r *testRepo, b basebackup.Backup, wantRows int64, want dataState) {
 	t.Helper()
 	pgdata := filepath.Join(pgtest.SharedTempDir(t), "data")
 	if err := basebackup.Extract(context.Background(), r.openStore(t), b, pgdata, nil); err != nil {
@@ -174,6 +175,7 @@ func restoreToEnd(t *testing.T, r *testRepo, b basebackup.Backup, wantRows int64
 	if log := restored.Log(); !strings.Contains(log, "archive recovery complete") || strings.Contains(log, "FATAL") {
 		t.Fatalf("recovery from %s did not complete cleanly:\n%s", b.Name, log)
 	}
+	assertRestoredData(t, restored, want)
 }
 
 // startAgent starts pitr agent in the background with the repository's
@@ -261,7 +263,10 @@ func TestAgentBacksUpPrunesAndStopsCleanly(t *testing.T) {
 	})
 
 	walBefore := archivedWAL(t, r, systemID(t, r))
-	cmd, log = startAgent(t, r, c, "--keep", "1", "--backup-fast-checkpoint", "true")
+	// Drills off: a fresh agent would start its first drill right after the
+	// backup, and this test stops the agent while it waits (TestDrill covers
+	// the agent's drills).
+	cmd, log = startAgent(t, r, c, "--keep", "1", "--backup-fast-checkpoint", "true", "--drill-schedule", "off")
 	waitLog(t, log, "next scheduled backup", 3*time.Minute)
 	stopAgent(t, cmd, log)
 	logs := log.String()

@@ -78,6 +78,25 @@ fi
 
 # pgBackRest (benchmarks).
 command -v pgbackrest >/dev/null 2>&1 || apt_install pgbackrest
+# GNU time: make bench measures peak RSS of each tool with it.
+[[ -x /usr/bin/time ]] || apt_install time
+
+# A docker-compose.yml validator (TestComposeFileIsValid runs
+# `docker compose config -q`, or `docker-compose config -q`; there is no
+# Docker engine here, and none is needed to validate). Debian's
+# docker-compose, where the package exists.
+if ! { command -v docker >/dev/null 2>&1 && docker compose version >/dev/null 2>&1; } &&
+	! command -v docker-compose >/dev/null 2>&1; then
+	if [[ ${apt_updated} -eq 0 ]]; then
+		"${SUDO[@]}" apt-get update -qq >/dev/null
+		apt_updated=1
+	fi
+	if apt-cache policy docker-compose 2>/dev/null | grep -Eq 'Candidate: [0-9]'; then
+		apt_install docker-compose
+	else
+		echo "install-deps: no docker-compose package here; TestComposeFileIsValid will fail under CI=true" >&2
+	fi
+fi
 
 # Unprivileged OS user that runs initdb/pg_ctl/postgres in tests.
 if ! getent passwd "${TEST_USER}" >/dev/null; then

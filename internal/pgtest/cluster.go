@@ -20,6 +20,9 @@
 //	PITR_TEST_USER     run-as user when root (default pitrtest)
 //	PITR_TEST_TMPDIR   parent of the clusters' directories (default: temp dir)
 //	PITR_TEST_KEEP     if set, directories of failed tests are kept
+//	PITR_TEST_PG_DSN   a PostgreSQL server outside the harness (the docker
+//	                   compose postgres service); used only to check that it
+//	                   has the major version of the programs above
 //	CI                 "true": environment problems fail instead of skip
 //
 // Everything is safe for parallel tests: each cluster has its own directory,
@@ -57,6 +60,21 @@ const confFile = "pitrtest.conf"
 
 // logTailLines is how many server log lines a failing test gets.
 const logTailLines = 40
+
+// relevantLogLines is how many of the server log lines that say what
+// recovery and archiving did (see relevantLog) a failing test gets, ahead of
+// the tail: the tail alone is often a shutdown sequence.
+const relevantLogLines = 60
+
+// relevantLog matches the server log lines worth reading first when a test
+// fails: errors (the server's and pitr's own, which archive_command and
+// restore_command write to the server log), and the lines that say where
+// recovery started, stopped and what it decided.
+var relevantLog = regexp.MustCompile(`FATAL|PANIC|ERROR:|WARNING:|level=ERROR|level=WARN|` +
+	`starting (point-in-time|archive) recovery|starting backup recovery|consistent recovery state|recovery stopping|` +
+	`redo (starts|done)|last completed transaction|selected new timeline|archive recovery complete|` +
+	`could not restore|archive command failed|pausing at the end|shutdown at recovery target|` +
+	`recovery ended before|requested timeline|database system is (ready|shut down)`)
 
 // Options configure a cluster.
 type Options struct {
@@ -161,6 +179,25 @@ func findBinDir() (string, error) {
 	return dir, nil
 }
 
+// BinMajorVersion is the major version of the PostgreSQL server programs the
+// harness uses (postgres --version), e.g. 15.
+func BinMajorVersion() (int, error) {
+	dir, err := findBinDir()
+	if err != nil {
+		return 0, err
+	}
+	out, err := exec.Command(filepath.Join(dir, "postgres"), "--version").Output()
+	if err != nil {
+		return 0, fmt.Errorf("postgres --version: %w", err)
+	}
+	// "postgres (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)"
+	m := regexp.MustCompile(`\(PostgreSQL\) (\d+)`).FindSubmatch(out)
+	if m == nil {
+		return 0, fmt.Errorf("postgres --version: unexpected output %q", out)
+	}
+	return strconv.Atoi(string(m[1]))
+}
+
 // newCluster sets up the per-cluster directory and cleanup.
 func newCluster(t testing.TB, opts Options) *Cluster {
 	t.Helper()
@@ -208,6 +245,9 @@ func (c *Cluster) cleanup(t testing.TB) {
 	}
 	failed := t.Failed()
 	if failed {
+		if lines := c.relevantLogLines(relevantLogLines); lines != "" {
+			t.Logf("--- server log: recovery, archiving and error lines (%s, port %d) ---\n%s", c.logPath, c.Port(), lines)
+		}
 		if tail := c.logTail(logTailLines); tail != "" {
 			t.Logf("--- server log tail (%s, port %d) ---\n%s", c.logPath, c.Port(), tail)
 		}
@@ -535,6 +575,82 @@ func (c *Cluster) logTail(n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, "\n")
+}
+
+// relevantLogLines returns the last n lines of the server log that match
+// relevantLog.
+func (c *Cluster) relevantLogLines(n int) string {
+	var lines []string
+	for _, l := range strings.Split(c.Log(), "\n") {
+		if relevantLog.MatchString(l) {
+			lines = append(lines, l)
+		}
+	}
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// LogCount is the number of times substr occurs in the server log.
+func (c *Cluster) LogCount(substr string) int {
+	return strings.Count(c.Log(), substr)
+}
+
+// AppendAutoConf appends lines to postgresql.auto.conf (where pitr restore
+// writes the recovery settings; a later line wins over an earlier one), as
+// an operator editing the restored directory would. The server must be
+// stopped or reloaded afterwards to see them.
+func (c *Cluster) AppendAutoConf(t testing.TB, lines ...string) {
+	t.Helper()
+	cur, err := os.ReadFile(filepath.Join(c.dataDir, "postgresql.auto.conf"))
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("pgtest: %v", err)
+	}
+	if len(cur) > 0 && !bytes.HasSuffix(cur, []byte("\n")) {
+		cur = append(cur, '\n')
+	}
+	cur = append(cur, []byte(strings.Join(lines, "\n")+"\n")...)
+	if err := c.writeDataFile("postgresql.auto.conf", cur, true); err != nil {
+		t.Fatalf("pgtest: %v", err)
+	}
+}
+
+// DumpAll returns pg_dumpall's output for the whole cluster (roles,
+// tablespaces, every database with its data). The session time zone is UTC
+// (PGTZ), so timestamptz values print the same whatever the server's
+// timezone setting: two clusters holding the same data dump the same text.
+func (c *Cluster) DumpAll(t testing.TB) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	args := []string{"--no-password"}
+	if c.dumpHasRestrictKey() {
+		// The \restrict line (15.14+) holds a random key unless given one.
+		args = append(args, "--restrict-key=pgtest")
+	}
+	cmd := c.Command(ctx, "pg_dumpall", args...)
+	cmd.Env = envWith(cmd.Env, "PGTZ=UTC")
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("pgtest: pg_dumpall on port %d: %v: %s", c.Port(), err, strings.TrimSpace(stderr.String()))
+	}
+	return stdout.String()
+}
+
+var (
+	restrictKeyOnce sync.Once
+	restrictKey     bool
+)
+
+// dumpHasRestrictKey reports whether pg_dumpall has --restrict-key.
+func (c *Cluster) dumpHasRestrictKey() bool {
+	restrictKeyOnce.Do(func() {
+		out, _ := exec.Command(filepath.Join(c.binDir, "pg_dumpall"), "--help").Output()
+		restrictKey = strings.Contains(string(out), "--restrict-key")
+	})
+	return restrictKey
 }
 
 func (c *Cluster) logSize() int64 {

@@ -182,6 +182,16 @@ func TestRestoredCluster(t *testing.T) {
 	if !strings.Contains(r.ControlData(t), "in production") {
 		t.Fatal("pg_controldata: not in production")
 	}
+	// The copy holds the same data: pg_dumpall reads the same.
+	if got, want := r.DumpAll(t), p.DumpAll(t); got != want || !strings.Contains(got, "COPY public.t") {
+		t.Fatalf("pg_dumpall of the copy differs from the original's (or has no table t)")
+	}
+	// postgresql.auto.conf wins over pgtest's settings, a later line over an earlier one.
+	r.AppendAutoConf(t, "work_mem = '4MB'", "work_mem = '16MB'")
+	r.Restart(t)
+	if got := r.QueryString(t, "SHOW work_mem"); got != "16MB" {
+		t.Fatalf("work_mem after AppendAutoConf = %q", got)
+	}
 	r.Stop(t)
 	if !p.Running() {
 		t.Fatal("stopping the restored cluster stopped the primary")

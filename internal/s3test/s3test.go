@@ -208,6 +208,11 @@ func (s *Server) deletePrefix(prefix string) {
 	}
 }
 
+// External reports whether the server is the one PITR_TEST_S3_ENDPOINT names
+// (docker compose): it cannot be stopped or restarted by a test, so tests
+// that simulate an outage skip before doing any work.
+func (s *Server) External() bool { return s.external }
+
 // Stop stops the server, keeping its port and data so Restart can bring the
 // same repository back: integration tests use the pair to simulate an outage.
 func (s *Server) Stop(t testing.TB) {

@@ -3,7 +3,10 @@
 // per package (ok / FAIL / no test files), the skipped tests with their
 // reasons, and a closing line "tests: N passed, N failed, N skipped".
 // Lines that are not JSON (build errors, go command messages) are copied
-// through. It exits 1 when anything failed.
+// through. At the end it prints timings: the slowest tests of the run, and a
+// per-test table of the integration package (each scenario with its
+// subtests, which run in parallel: a parent's own time is not theirs). It
+// exits 1 when anything failed.
 //
 //	go test -json ./... 2>&1 | go run ./scripts/testsummary
 package main
@@ -24,7 +27,21 @@ type event struct {
 	Output      string
 	ImportPath  string
 	FailedBuild string
+	Elapsed     float64 // seconds, on pass/fail/skip
 }
+
+// timing is one finished test.
+type timing struct {
+	pkg, test, result string
+	seconds           float64
+}
+
+// timedPackage is the package whose every test gets a line in the timing
+// table: the integration suite, where each test is a PITR scenario.
+const timedPackage = "github.com/pitr-dev/pitr/integration"
+
+// slowestShown is how many of the slowest tests (of any package) are listed.
+const slowestShown = 15
 
 type skip struct{ name, reason string }
 
@@ -39,6 +56,8 @@ func main() {
 		passed, failed, skipped    int
 		pkgOK, pkgFail, pkgNoTests int
 		anyFailure                 bool
+		timings                    []timing
+		pkgElapsed                 = map[string]float64{}
 	)
 	key := func(e event) string { return e.Package + "\x00" + e.Test }
 
@@ -65,6 +84,7 @@ func main() {
 			}
 		case "pass", "fail", "skip":
 			if e.Test != "" {
+				timings = append(timings, timing{pkg: e.Package, test: e.Test, result: e.Action, seconds: e.Elapsed})
 				k := key(e)
 				switch e.Action {
 				case "pass":
@@ -81,6 +101,7 @@ func main() {
 				break
 			}
 			// Package finished.
+			pkgElapsed[e.Package] = e.Elapsed
 			switch e.Action {
 			case "pass":
 				pkgOK++
@@ -131,6 +152,7 @@ func main() {
 			fmt.Fprintf(out, "  %s: %s\n", s.name, s.reason)
 		}
 	}
+	printTimings(out, timings, pkgElapsed)
 	fmt.Fprintf(out, "\npackages: %d ok, %d failed, %d without tests\n", pkgOK, pkgFail, pkgNoTests)
 	fmt.Fprintf(out, "tests: %d passed, %d failed, %d skipped\n", passed, failed, skipped)
 	out.Flush()
@@ -152,4 +174,92 @@ func skipReason(lines []string) string {
 		return t
 	}
 	return "(no reason given)"
+}
+
+// printTimings prints the slowest tests of the run and the per-test table of
+// timedPackage.
+func printTimings(out *bufio.Writer, timings []timing, pkgElapsed map[string]float64) {
+	if len(timings) == 0 {
+		return
+	}
+	short := func(pkg string) string { return strings.TrimPrefix(pkg, "github.com/pitr-dev/pitr/") }
+	// A parent of parallel subtests reports only its own (tiny) time; the
+	// leaves are what took the time.
+	parent := map[string]bool{}
+	for _, t := range timings {
+		if i := strings.LastIndex(t.test, "/"); i > 0 {
+			parent[t.pkg+"\x00"+t.test[:i]] = true
+		}
+	}
+	var leaves []timing
+	for _, t := range timings {
+		if !parent[t.pkg+"\x00"+t.test] {
+			leaves = append(leaves, t)
+		}
+	}
+	sort.SliceStable(leaves, func(i, j int) bool { return leaves[i].seconds > leaves[j].seconds })
+	fmt.Fprintf(out, "\nslowest tests:\n")
+	for i, t := range leaves {
+		if i == slowestShown {
+			break
+		}
+		fmt.Fprintf(out, "  %7.1fs  %-4s  %s %s\n", t.seconds, t.result, short(t.pkg), t.test)
+	}
+
+	// The integration table: one line per top-level test (its own time, or
+	// for a parent the sum and maximum of its subtests), subtests indented.
+	type row struct {
+		timing
+		subs     []timing
+		sum, max float64
+	}
+	rows := map[string]*row{}
+	var order []string
+	for _, t := range timings {
+		if t.pkg != timedPackage {
+			continue
+		}
+		top, _, isSub := strings.Cut(t.test, "/")
+		r, ok := rows[top]
+		if !ok {
+			r = &row{}
+			rows[top] = r
+			order = append(order, top)
+		}
+		if isSub {
+			if !parent[t.pkg+"\x00"+t.test] {
+				r.subs = append(r.subs, t)
+				r.sum += t.seconds
+				r.max = max(r.max, t.seconds)
+			}
+			continue
+		}
+		r.timing = t
+	}
+	if len(order) == 0 {
+		return
+	}
+	cost := func(r *row) float64 {
+		if len(r.subs) > 0 {
+			return r.sum
+		}
+		return r.seconds
+	}
+	sort.SliceStable(order, func(i, j int) bool { return cost(rows[order[i]]) > cost(rows[order[j]]) })
+	total := 0.0
+	fmt.Fprintf(out, "\nintegration scenarios (%s; test time, most expensive first):\n", short(timedPackage))
+	for _, name := range order {
+		r := rows[name]
+		total += cost(r)
+		if len(r.subs) == 0 {
+			fmt.Fprintf(out, "  %7.1fs  %-4s  %s\n", r.seconds, r.result, name)
+			continue
+		}
+		fmt.Fprintf(out, "  %7.1fs  %-4s  %s (%d subtests in parallel, longest %.1fs)\n", r.sum, r.result, name, len(r.subs), r.max)
+		sort.SliceStable(r.subs, func(i, j int) bool { return r.subs[i].seconds > r.subs[j].seconds })
+		for _, s := range r.subs {
+			fmt.Fprintf(out, "  %7.1fs  %-4s      %s\n", s.seconds, s.result, strings.TrimPrefix(s.test, name+"/"))
+		}
+	}
+	fmt.Fprintf(out, "  %7.1fs  total test time; package wall time %.1fs\n", total, pkgElapsed[timedPackage])
 }
