@@ -109,9 +109,27 @@ func (a *Archiver) PushBacklog(ctx context.Context, path string, parallel int) (
 			res.Ahead = append(res.Ahead, r.Name)
 		}
 	}
-	wg.Add(1 + len(ahead))
-	go push(path, true)
+	// History files first: a timeline's segments must not become durable
+	// before the .history file that makes the timeline known to a restore.
+	var histAhead, segAhead []string
 	for _, r := range ahead {
+		if k, _ := wal.Classify(r); k == wal.KindTimelineHistory {
+			histAhead = append(histAhead, r)
+		} else {
+			segAhead = append(segAhead, r)
+		}
+	}
+	if k, _ := wal.Classify(name); k == wal.KindTimelineHistory {
+		segAhead = nil // PostgreSQL asks for them once the history is done
+	}
+	wg.Add(1 + len(histAhead))
+	go push(path, true)
+	for _, r := range histAhead {
+		go push(filepath.Join(walDir, r), false)
+	}
+	wg.Wait()
+	wg.Add(len(segAhead))
+	for _, r := range segAhead {
 		go push(filepath.Join(walDir, r), false)
 	}
 	wg.Wait()

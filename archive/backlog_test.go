@@ -156,3 +156,19 @@ func TestBacklogOutsideDataDir(t *testing.T) {
 		t.Fatalf("%+v, %v", res, err)
 	}
 }
+
+// When PostgreSQL asks for a timeline's .history file, no segment is
+// archived alongside it: a segment of the new timeline must never be durable
+// before the history that makes the timeline known.
+func TestBacklogHistoryAlone(t *testing.T) {
+	f := newFixture(t)
+	dir := dataDir(t, 3)
+	f.a.ControlFile = writeControl(t, t.TempDir(), testSysID)
+	hist := filepath.Join(dir, "pg_wal", "00000002.history")
+	os.WriteFile(hist, []byte("1\t0/300000\tno recovery target specified\n"), 0o600)
+	os.WriteFile(filepath.Join(dir, "pg_wal", "archive_status", "00000002.history.ready"), nil, 0o600)
+	res, err := f.a.PushBacklog(f.ctx, hist, 3)
+	if err != nil || len(res.Ahead) != 0 {
+		t.Fatalf("history push archived %v ahead (%v)", res.Ahead, err)
+	}
+}
