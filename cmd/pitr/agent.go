@@ -201,6 +201,8 @@ func (a *agent) run(ctx context.Context) error {
 	}
 	next := a.due(a.sched.next(a.lastSuccess, a.clock.Now()))
 	a.log.Info("agent started", "schedule", a.sched.String(), "prune", a.prune != nil, "next_run", next)
+	// Every way out is a shutdown; say so once, whatever was running.
+	defer a.log.Info("agent stopped")
 	var nextDrill time.Time
 	if a.drill != nil {
 		nextDrill = a.due(a.drillSched.next(a.lastDrill, a.clock.Now()))
@@ -210,7 +212,6 @@ func (a *agent) run(ctx context.Context) error {
 		// A backup due at the same time goes first: the drill restores it.
 		if a.drill != nil && nextDrill.Before(next) {
 			if err := a.clock.SleepUntil(ctx, nextDrill); err != nil {
-				a.log.Info("agent stopped")
 				return nil
 			}
 			if nextDrill = a.runDrill(ctx); ctx.Err() != nil {
@@ -219,7 +220,6 @@ func (a *agent) run(ctx context.Context) error {
 			continue
 		}
 		if err := a.clock.SleepUntil(ctx, next); err != nil {
-			a.log.Info("agent stopped")
 			return nil
 		}
 		start := a.clock.Now()

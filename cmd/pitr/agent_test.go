@@ -264,3 +264,29 @@ func equalTimes(a, b []time.Time) bool {
 	}
 	return true
 }
+
+// SIGTERM during a scheduled drill: a clean exit that says so, like any
+// other shutdown (it used to end silently).
+func TestAgentShutdownDuringDrill(t *testing.T) {
+	clock := &agentFakeClock{now: agentT0}
+	ctx, cancel := context.WithCancel(context.Background())
+	var logs bytes.Buffer
+	a := &agent{
+		sched: intervalSchedule{every: 7 * 24 * time.Hour}, clock: clock, log: slog.New(slog.NewTextHandler(&logs, nil)),
+		lastSuccess: agentT0, // no backup due now: the drill comes first
+		backup:      func(context.Context) error { t.Error("backup ran"); return nil },
+		drillSched:  intervalSchedule{every: 30 * 24 * time.Hour},
+		drill: func(ctx context.Context) (bool, string, error) {
+			cancel()
+			<-ctx.Done()
+			return false, "", ctx.Err()
+		},
+	}
+	if err := a.run(ctx); err != nil {
+		t.Fatalf("run: %v, want a clean exit", err)
+	}
+	out := logs.String()
+	if !strings.Contains(out, "scheduled drill interrupted by shutdown") || !strings.Contains(out, "agent stopped") || strings.Contains(out, "level=ERROR") {
+		t.Fatalf("logs:\n%s", out)
+	}
+}
