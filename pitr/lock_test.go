@@ -186,38 +186,66 @@ func testLockStaleTakeover(t *testing.T, st storage.Store) {
 }
 
 // Contenders that all find the lock free at once: exactly one holds it.
+// At most one of several simultaneous contenders may hold the lock (safety).
+// None holding it is allowed by design when the store was slow between a
+// contender's check and its write (each then declines); on a loaded machine
+// that can happen, so a round with no winner is tried again, and only a
+// lock that nobody can take three times running fails the test.
 func testLockContention(t *testing.T, st storage.Store) {
 	for round := range 3 {
-		const n = 5
-		var (
-			wg      sync.WaitGroup
-			won     atomic.Int32
-			winners = make(chan *pitr.Lock, n)
-		)
-		start := make(chan struct{})
-		for i := range n {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				<-start
-				l, err := pitr.AcquireLock(context.Background(), st, fastLock(strings.Repeat("h", i+1)))
-				switch {
-				case err == nil:
-					won.Add(1)
-					winners <- l
-				case !errors.Is(err, pitr.ErrLocked):
-					t.Errorf("round %d: contender %d: %v", round, i, err)
+		won := int32(0)
+		for try := 0; try < 3 && won == 0; try++ {
+			won = contend(t, st, round)
+			if won == 0 {
+				// Decliners leave their object until it expires; clear it
+				// so the next try starts from a free lock.
+				if err := st.Delete(context.Background(), pitr.PruneLockKey); err != nil {
+					t.Fatal(err)
 				}
-			}()
+			}
 		}
-		close(start)
-		wg.Wait()
-		close(winners)
-		if got := won.Load(); got != 1 {
-			t.Fatalf("round %d: %d contenders hold the lock, want exactly 1", round, got)
+		if won == 0 {
+			t.Fatalf("round %d: no contender could take a free lock in 3 tries", round)
 		}
-		(<-winners).Release()
 	}
+}
+
+// contend races 5 contenders for the lock, fails the test if more than one
+// wins, releases the winner's lock and returns the number of winners.
+func contend(t *testing.T, st storage.Store, round int) int32 {
+	const n = 5
+	var (
+		wg      sync.WaitGroup
+		won     atomic.Int32
+		winners = make(chan *pitr.Lock, n)
+	)
+	start := make(chan struct{})
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			l, err := pitr.AcquireLock(context.Background(), st, fastLock(strings.Repeat("h", i+1)))
+			switch {
+			case err == nil:
+				won.Add(1)
+				winners <- l
+			case !errors.Is(err, pitr.ErrLocked):
+				t.Errorf("round %d: contender %d: %v", round, i, err)
+			}
+		}()
+	}
+	close(start)
+	wg.Wait()
+	close(winners)
+	got := won.Load()
+	if got > 1 {
+		t.Fatalf("round %d: %d contenders hold the lock, want at most 1", round, got)
+	}
+	for l := range winners {
+		l.Release()
+	}
+	return got
 }
 
 func testLockHoldRenews(t *testing.T, st storage.Store) {
