@@ -172,3 +172,30 @@ func TestBacklogHistoryAlone(t *testing.T) {
 		t.Fatalf("history push archived %v ahead (%v)", res.Ahead, err)
 	}
 }
+
+// archive-push records the data directory's tablespaces once, so a restore
+// can see a tablespace its backup lacks.
+func TestPushRecordsTablespaces(t *testing.T) {
+	f := newFixture(t)
+	dir := dataDir(t, 2)
+	loc := t.TempDir()
+	os.MkdirAll(filepath.Join(dir, "pg_tblspc"), 0o700)
+	if err := os.Symlink(loc, filepath.Join(dir, "pg_tblspc", "16500")); err != nil {
+		t.Fatal(err)
+	}
+	f.a.DataDir = dir
+	if _, err := f.a.PushBacklog(f.ctx, segPath(dir, 1), 0); err != nil {
+		t.Fatal(err)
+	}
+	got, err := ListTablespaces(f.ctx, f.store, testSysID)
+	if err != nil || len(got) != 1 || got[0].OID != 16500 || got[0].Location != loc {
+		t.Fatalf("recorded %+v, %v", got, err)
+	}
+	first := got[0].SeenAt
+	if _, err := f.a.PushBacklog(f.ctx, segPath(dir, 2), 0); err != nil {
+		t.Fatal(err)
+	}
+	if again, _ := ListTablespaces(f.ctx, f.store, testSysID); len(again) != 1 || !again[0].SeenAt.Equal(first) {
+		t.Fatalf("record rewritten: %+v", again)
+	}
+}

@@ -36,8 +36,11 @@ type Archiver struct {
 	// identify the database system for files without a WAL page header
 	// (.history, .backup) and to cross-check fetches. Empty: not available.
 	ControlFile string
-	Log         *slog.Logger
-	Now         func() time.Time
+	// DataDir, when set, is the data directory archive-push runs in; its
+	// tablespaces are recorded in the repository (see Tablespace).
+	DataDir string
+	Log     *slog.Logger
+	Now     func() time.Time
 }
 
 func (a *Archiver) now() time.Time {
@@ -114,6 +117,13 @@ func (a *Archiver) Push(ctx context.Context, path string) (PushResult, error) {
 		return res, fmt.Errorf("push %s: %w", name, err)
 	}
 	res.Key = key
+	if a.DataDir != "" {
+		if err := a.recordTablespaces(ctx, a.DataDir, id); err != nil {
+			// Not part of archiving this file: PostgreSQL must not keep
+			// the segment for it. Restores lose a safety check; say so.
+			a.log().Warn("could not record the data directory's tablespaces", "err", err)
+		}
+	}
 
 	switch _, err := a.Store.Stat(ctx, key); {
 	case err == nil:

@@ -6,6 +6,7 @@ import (
 	"io"
 	"path"
 
+	"github.com/pitr-dev/pitr/archive"
 	"github.com/pitr-dev/pitr/archive/wal"
 	"github.com/pitr-dev/pitr/basebackup"
 	"github.com/pitr-dev/pitr/repo"
@@ -26,6 +27,9 @@ func LoadInputs(ctx context.Context, st storage.Store, id repo.SystemID) (Inputs
 		return in, err
 	}
 	in.Backups = backups
+	if in.Tablespaces, err = archive.ListTablespaces(ctx, st, id); err != nil {
+		return in, err
+	}
 	objs, err := st.List(ctx, repo.WALPrefix(id))
 	if err != nil {
 		return in, fmt.Errorf("list WAL archive: %w", err)

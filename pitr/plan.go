@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/pitr-dev/pitr/archive"
 	"github.com/pitr-dev/pitr/archive/wal"
 	"github.com/pitr-dev/pitr/basebackup"
 )
@@ -26,7 +27,10 @@ type Inputs struct {
 	Backups   []basebackup.Backup                   // completed backups of one system
 	WAL       []WALFile                             // the archive listing
 	Histories map[wal.TimelineID][]wal.HistoryEntry // parsed NNNNNNNN.history files
-	Target    Target
+	// Tablespaces are the tablespaces archive-push has seen in the data
+	// directory over time.
+	Tablespaces []archive.Tablespace
+	Target      Target
 	// Backup forces a backup by name instead of choosing one.
 	Backup string
 }
@@ -48,8 +52,11 @@ type Plan struct {
 	WAL           []WALFile
 	MayReadMore   bool
 	DownloadBytes int64 // backup plus listed WAL, as stored
-	Settings      []Setting
-	Notes         []string
+	// LateTablespaces were created after the backup started: replay
+	// recreates them at their original absolute location on this host.
+	LateTablespaces []archive.Tablespace
+	Settings        []Setting
+	Notes           []string
 }
 
 // GapError reports a WAL segment that recovery needs and the archive lacks.
@@ -123,6 +130,11 @@ func MakePlan(in Inputs) (Plan, error) {
 		if err := p.collectWAL(archive); err != nil {
 			return Plan{}, err
 		}
+		p.LateTablespaces = lateTablespaces(b, in.Tablespaces)
+		for _, ts := range p.LateTablespaces {
+			p.Notes = append(p.Notes, fmt.Sprintf("tablespace %d at %s was created after this backup; replay recreates it at that absolute path on this host",
+				ts.OID, ts.Location))
+		}
 		p.Settings = settings(t, tli)
 		p.DownloadBytes = b.StoredSize
 		for _, f := range p.WAL {
@@ -146,6 +158,23 @@ func MakePlan(in Inputs) (Plan, error) {
 		}
 	}
 	return Plan{}, fmt.Errorf("%w for this target: %v", ErrNoUsableBackup, reasons)
+}
+
+// lateTablespaces returns the recorded tablespaces that b does not contain
+// and that were seen after b started (so created during or after it).
+func lateTablespaces(b basebackup.Backup, seen []archive.Tablespace) []archive.Tablespace {
+	inBackup := map[uint32]bool{}
+	for _, ts := range b.Tablespaces {
+		inBackup[ts.OID] = true
+	}
+	var late []archive.Tablespace
+	for _, ts := range seen {
+		if !inBackup[ts.OID] && !ts.SeenAt.Before(b.StartTime) {
+			late = append(late, ts)
+		}
+	}
+	sort.Slice(late, func(i, j int) bool { return late[i].OID < late[j].OID })
+	return late
 }
 
 // ineligible says why b cannot serve t, or "" if it can. A backup is usable

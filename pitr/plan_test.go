@@ -2,10 +2,14 @@ package pitr
 
 import (
 	"errors"
+	"log/slog"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/pitr-dev/pitr/archive"
 	"github.com/pitr-dev/pitr/archive/wal"
 	"github.com/pitr-dev/pitr/basebackup"
 )
@@ -392,5 +396,39 @@ func TestTimeTargetIgnoresTimelinesCreatedLater(t *testing.T) {
 	in.Target = Target{Kind: TargetLatest}
 	if p, err := MakePlan(in); err != nil || p.Timeline != 2 {
 		t.Fatalf("latest: timeline %d, err %v", p.Timeline, err)
+	}
+}
+
+// A tablespace seen after the backup started and not in the backup is
+// recreated by replay at its original path: the plan says so.
+func TestLateTablespaces(t *testing.T) {
+	b := backup("b1", 2, 3, 2, 3.5)
+	b.Tablespaces = []basebackup.Tablespace{{OID: 16390, Location: "/srv/ts_old"}}
+	seen := []archive.Tablespace{
+		{OID: 16390, Location: "/srv/ts_old", SeenAt: t0},                      // in the backup
+		{OID: 16400, Location: "/srv/dropped", SeenAt: t0.Add(time.Minute)},    // gone before the backup
+		{OID: 16410, Location: "/srv/ts_new", SeenAt: t0.Add(4 * time.Minute)}, // created after it
+	}
+	p, err := MakePlan(Inputs{Backups: []basebackup.Backup{b}, WAL: archived(1, 1, 30), Tablespaces: seen, Target: timeTarget(20)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(p.LateTablespaces) != 1 || p.LateTablespaces[0].OID != 16410 {
+		t.Fatalf("late tablespaces %+v", p.LateTablespaces)
+	}
+	if len(p.Notes) != 1 || !strings.Contains(p.Notes[0], "/srv/ts_new") {
+		t.Fatalf("notes %v", p.Notes)
+	}
+}
+
+func TestCheckLateTablespaces(t *testing.T) {
+	log := slog.New(slog.DiscardHandler)
+	busy := t.TempDir()
+	os.WriteFile(filepath.Join(busy, "PG_15_202209061"), nil, 0o600)
+	if err := checkLateTablespaces([]archive.Tablespace{{OID: 1, Location: busy}}, log); err == nil || !strings.Contains(err.Error(), busy) {
+		t.Fatalf("non-empty location: %v", err)
+	}
+	if err := checkLateTablespaces([]archive.Tablespace{{OID: 1, Location: filepath.Join(busy, "absent")}, {OID: 2, Location: t.TempDir()}}, log); err != nil {
+		t.Fatalf("absent or empty locations: %v", err)
 	}
 }

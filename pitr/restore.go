@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/pitr-dev/pitr/archive"
 	"github.com/pitr-dev/pitr/basebackup"
 	"github.com/pitr-dev/pitr/storage"
 )
@@ -41,6 +42,9 @@ func Execute(ctx context.Context, st storage.Store, plan Plan, opts RestoreOptio
 	if err != nil {
 		return err
 	}
+	if err := checkLateTablespaces(plan.LateTablespaces, log); err != nil {
+		return err
+	}
 	if err := prepareDataDir(pgdata, opts.Force, log); err != nil {
 		return err
 	}
@@ -63,6 +67,28 @@ func Execute(ctx context.Context, st storage.Store, plan Plan, opts RestoreOptio
 	}
 	if err := writeRecoveryConfig(pgdata, plan, opts, log); err != nil {
 		return err
+	}
+	return nil
+}
+
+// checkLateTablespaces refuses a restore whose replay would recreate a
+// tablespace in a directory that exists and holds files on this host: on
+// the source's own host that is the live cluster's tablespace, which the
+// restored server would then write into. PostgreSQL replays CREATE
+// TABLESPACE with the absolute path from WAL; no mapping can redirect it.
+func checkLateTablespaces(late []archive.Tablespace, log *slog.Logger) error {
+	for _, ts := range late {
+		entries, err := os.ReadDir(ts.Location)
+		switch {
+		case errors.Is(err, os.ErrNotExist):
+			log.Warn("replay will create a tablespace that was created after the backup, at its original path", "oid", ts.OID, "location", ts.Location)
+		case err != nil:
+			return fmt.Errorf("restore: tablespace %d at %s was created after the backup and replay would recreate it there; cannot check that directory: %w", ts.OID, ts.Location, err)
+		case len(entries) > 0:
+			return fmt.Errorf("restore: tablespace %d at %s was created after the backup, and replay would recreate it at that absolute path, which exists and is not empty on this host (the source cluster's tablespace?); restore on another host, from a backup taken after the tablespace was created, or to a target before its creation", ts.OID, ts.Location)
+		default:
+			log.Warn("replay will recreate a tablespace created after the backup in an existing empty directory", "oid", ts.OID, "location", ts.Location)
+		}
 	}
 	return nil
 }

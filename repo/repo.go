@@ -196,3 +196,12 @@ func DrillPrefix(id SystemID) string { return id.String() + "/drills/" }
 func DrillKey(id SystemID, t time.Time) string {
 	return DrillPrefix(id) + t.UTC().Format("20060102T150405Z") + ".json"
 }
+
+// TablespacePrefix holds one small JSON record per user tablespace that
+// archive-push has seen in the data directory (see archive.Tablespace).
+func TablespacePrefix(id SystemID) string { return id.String() + "/tablespaces/" }
+
+// TablespaceKey is the record of one tablespace OID.
+func TablespaceKey(id SystemID, oid uint32) string {
+	return fmt.Sprintf("%s%d.json", TablespacePrefix(id), oid)
+}

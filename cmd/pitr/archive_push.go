@@ -104,6 +104,7 @@ func newArchiver(ctx context.Context, env *environment, load func() (Config, err
 	a := &archive.Archiver{Store: st, Codec: opts, Log: env.log}
 	if _, err := os.Stat("global/pg_control"); err == nil {
 		a.ControlFile = "global/pg_control"
+		a.DataDir = "."
 	}
 	return a, nil
 }
