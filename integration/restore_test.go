@@ -508,11 +508,12 @@ func stopOnCleanup(t *testing.T, c *pgtest.Cluster, pgdata string) {
 // Scenario 6: on an idle database, a target after the last commit.
 //   - After the newest archived segment too: pitr's pre-check refuses before
 //     writing anything.
-//   - Between the last commit and the last WAL switch: the archive looks
-//     new enough, PostgreSQL replays everything and stops with FATAL
-//     "recovery ended before configured recovery target was reached";
-//     pitr restore --start reports that, and the data directory stays
-//     usable: without the target it recovers to the end.
+//   - Between the last commit and the last WAL switch: pitr scans the WAL
+//     after the target (pg_waldump), finds no commit and refuses, naming the
+//     newest commit. With the scan skipped, PostgreSQL replays everything
+//     and stops with FATAL "recovery ended before configured recovery
+//     target was reached"; pitr restore --start reports that, and the data
+//     directory stays usable: without the target it recovers to the end.
 func TestRestoreTargetAfterLastCommit(t *testing.T) {
 	t.Parallel()
 	s := newProbeScenario(t, "file", time.Second)
@@ -525,7 +526,7 @@ func TestRestoreTargetAfterLastCommit(t *testing.T) {
 	dir := pgtest.SharedTempDir(t)
 	pgdata := filepath.Join(dir, "data")
 	stopOnCleanup(t, c, pgdata)
-	res := s.repo.pitr(t, dir, "restore", "--pgdata", pgdata, "--start", "--target", afterLast)
+	res := s.repo.pitr(t, dir, "restore", "--pgdata", pgdata, "--start", "--skip-target-check", "--target", afterLast)
 	if res.code == 0 || !strings.Contains(res.stderr, "recovery ended before configured recovery target was reached") {
 		t.Fatalf("restore --start to %s, after the last commit: %v", afterLast, res)
 	}
@@ -549,11 +550,15 @@ func TestRestoreTargetAfterLastCommit(t *testing.T) {
 	}
 	assertNotCreated(t, pgdata)
 
-	// The pre-check only knows when segments were archived, not when the
-	// last commit was: a target between the two passes it.
-	if _, res := s.restore(t, "--dry-run", "--target", afterLast); res.code == 0 {
-		knownBug(t, "pitr restore accepts --target %s, after the last commit in the archive (PG-CONTRACTS §10.6: the pre-check should refuse); "+
-			"the server then fails with FATAL \"recovery ended before configured recovery target was reached\" (pitr/plan.go collectWAL compares the target with archive times, not commit times)", afterLast)
+	// The scan of the WAL after the target finds no commit: refused, with
+	// nothing written. A target just before B's commit is accepted.
+	pgdata, res = s.restore(t, "--target", afterLast)
+	if res.code == 0 || !strings.Contains(res.stderr, "no transaction committed after the target") {
+		t.Fatalf("target %s after the last commit: %v", afterLast, res)
+	}
+	assertNotCreated(t, pgdata)
+	if _, res := s.restore(t, "--dry-run", "--target", s.mid.Format("2006-01-02 15:04:05.000000")+"+00"); res.code != 0 || !strings.Contains(res.stdout, "a transaction committed after the target is in the archive") {
+		t.Fatalf("target between A and B: %v", res)
 	}
 }
 

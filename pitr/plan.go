@@ -49,7 +49,11 @@ type Plan struct {
 	// WAL lists, in replay order, the segments recovery needs; every one is
 	// in the archive. For targets whose position in WAL is not known in
 	// advance (time, xid, name, latest) recovery may read further.
-	WAL           []WALFile
+	WAL []WALFile
+	// Tail, for a time target, is where the first commit after the target
+	// must be: the segments from the first one archived after the target to
+	// the newest on the path, in order (see CheckCommitAfterTarget).
+	Tail          []WALFile
 	MayReadMore   bool
 	DownloadBytes int64 // backup plus listed WAL, as stored
 	// LateTablespaces were created after the backup started: replay
@@ -381,6 +385,13 @@ func (p *Plan) collectWAL(archive map[string]WALFile) error {
 				end, found = n, true
 				break
 			}
+		}
+		for n := end; found && n <= last; n++ {
+			f, ok := archive[name(n)]
+			if !ok {
+				break
+			}
+			p.Tail = append(p.Tail, f)
 		}
 		if !found {
 			newest := lastName(haveLast, last, name)

@@ -11,9 +11,11 @@ import (
 	"strings"
 	"time"
 
+	"github.com/pitr-dev/pitr/archive"
 	"github.com/pitr-dev/pitr/archive/wal"
 	"github.com/pitr-dev/pitr/pitr"
 	"github.com/pitr-dev/pitr/repo"
+	"github.com/pitr-dev/pitr/storage"
 )
 
 // repeatedFlag collects a flag given several times (--tablespace-map).
@@ -37,6 +39,7 @@ func runRestore(ctx context.Context, env *environment, args []string) error {
 	backupName := fs.String("backup", "", "restore this backup instead of choosing one")
 	force := fs.Bool("force", false, "delete the contents of a non-empty --pgdata first")
 	dryRun := fs.Bool("dry-run", false, "print the plan and exit without touching the disk")
+	skipCheck := fs.Bool("skip-target-check", false, "do not scan the archived WAL (pg_waldump) for a commit after a time target")
 	start := fs.Bool("start", false, "start the restored server, wait until recovery reaches the target, and report where it stopped")
 	port := fs.Int("port", 0, "port for --start (default: a free port)")
 	timeout := fs.Duration("start-timeout", 0, "give up waiting for recovery after this long (default: no limit)")
@@ -101,6 +104,11 @@ func runRestore(ctx context.Context, env *environment, args []string) error {
 	}
 	plan.Describe(env.stdout)
 	fmt.Fprintf(env.stdout, "    restore_command = '%s'\n", restoreCmd)
+	if !*skipCheck {
+		if err := checkCommitAfterTarget(ctx, env, cfg, st, plan); err != nil {
+			return err
+		}
+	}
 	if *dryRun {
 		fmt.Fprintln(env.stdout, "dry run: nothing was written")
 		return nil
@@ -160,6 +168,45 @@ func freePort() (int, error) {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// checkCommitAfterTarget scans the archive's WAL after a time target for a
+// commit, with the backup's pg_waldump. Only a completed scan that found
+// none refuses the restore; when the scan cannot run, the restore goes on
+// with a warning (PostgreSQL still reports the problem, after replay).
+func checkCommitAfterTarget(ctx context.Context, env *environment, cfg Config, st storage.Store, plan pitr.Plan) error {
+	if plan.Target.Kind != pitr.TargetTime || len(plan.Tail) == 0 {
+		return nil
+	}
+	bin, err := pitr.FindPGBin(cfg.PGBin, plan.Backup.PGVersionNum)
+	if err != nil {
+		env.log.Warn("cannot check that a commit after the target is archived", "err", err)
+		return nil
+	}
+	dir, err := os.MkdirTemp("", "pitr-scan-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	a := &archive.Archiver{Store: st, Log: env.log}
+	err = plan.CheckCommitAfterTarget(ctx, pitr.CommitScanner{
+		Waldump: filepath.Join(bin, "pg_waldump"),
+		Dir:     dir,
+		Fetch: func(ctx context.Context, name, dest string) error {
+			_, err := a.Fetch(ctx, name, dest)
+			return err
+		},
+	})
+	var none *pitr.ErrNoCommitAfterTarget
+	switch {
+	case errors.As(err, &none):
+		return err
+	case err != nil:
+		env.log.Warn("cannot check that a commit after the target is archived", "err", err)
+	default:
+		fmt.Fprintln(env.stdout, "  checked:   a transaction committed after the target is in the archive")
+	}
+	return nil
 }
 
 // parseTarget turns the mutually exclusive target flags into a pitr.Target.
