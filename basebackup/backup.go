@@ -60,12 +60,26 @@ type Backup struct {
 
 	PitrVersion string `json:"pitr_version"`
 
+	// Tables are the planner's row estimates (pg_class.reltuples) of the
+	// user tables when the backup started, so a drill can tell a table that
+	// lost its rows from one that was always small. At most maxTables,
+	// largest first; empty when they could not be read.
+	Tables []TableEstimate `json:"tables,omitempty"`
+
 	// Method is how the backup was taken: "pg_basebackup", or
 	// "replication-protocol" (BASE_BACKUP spoken by pitr itself, for
 	// clusters with tablespaces).
 	Method string `json:"method,omitempty"`
 	// BackupFrom is backup_label's BACKUP FROM: primary or standby.
 	BackupFrom string `json:"backup_from,omitempty"`
+}
+
+// TableEstimate is one table's estimated row count at backup time.
+type TableEstimate struct {
+	Database string `json:"database"`
+	Schema   string `json:"schema"`
+	Name     string `json:"name"`
+	Rows     int64  `json:"rows"` // -1: never analyzed
 }
 
 // Part is one object of a backup: base.tar, <oid>.tar, backup_manifest.

@@ -132,6 +132,12 @@ func Take(ctx context.Context, o Options) (Backup, error) {
 	if err := checkLabel(o.Label); err != nil {
 		return Backup{}, err
 	}
+	// Row estimates for drills. Not needed to restore, so a failure to read
+	// them (a database refusing this role, say) costs only that check.
+	tables, err := tableEstimates(ctx, o.DSN)
+	if err != nil {
+		log.Warn("could not read table row estimates; drills of this backup check rows less strictly", "err", err)
+	}
 	useProtocol := len(srv.Tablespaces) > 0
 	if useProtocol && srv.Major() < 15 {
 		return Backup{}, fmt.Errorf("the cluster has tablespaces and the server is PostgreSQL %s: pitr backs up clusters with tablespaces from PostgreSQL 15 on", srv.VersionString())
@@ -141,7 +147,7 @@ func Take(ctx context.Context, o Options) (Backup, error) {
 	}
 	preflightArchive(ctx, o.Store, srv, log)
 
-	r := &run{o: &o, srv: srv, log: log, alg: alg, startTime: srv.Clock}
+	r := &run{o: &o, srv: srv, log: log, alg: alg, startTime: srv.Clock, tables: tables}
 	if err := r.begin(ctx); err != nil {
 		return Backup{}, err
 	}
@@ -230,6 +236,7 @@ type run struct {
 	name      string
 	label     string
 	startTime time.Time
+	tables    []TableEstimate
 	lastBeat  atomic.Int64 // unix nanos (local monotonic-free clock) of the last heartbeat written
 	streamed  atomic.Int64 // bytes read from the server so far
 }
@@ -459,6 +466,7 @@ func (r *run) take(ctx context.Context, pgBaseBackup string, useProtocol bool, r
 		Method:           method,
 		BackupFrom:       label.From,
 		PitrVersion:      r.o.PitrVersion,
+		Tables:           r.tables,
 	}
 	b.Parts = append(sink.parts, manifestPart)
 	for _, p := range b.Parts {

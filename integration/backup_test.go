@@ -168,6 +168,16 @@ func TestBackupUnderLoadRestores(t *testing.T) {
 			if res := r.pitr(t, c.BaseDir(), "backup", "show", name); res.code != 0 || !strings.Contains(res.stdout, "WAL needed") {
 				t.Fatalf("backup show: %v", res)
 			}
+			// Row estimates for drills: pgbench -i analyzed its tables.
+			var accounts int64 = -2
+			for _, tb := range list[0].Tables {
+				if tb.Database == "postgres" && tb.Schema == "public" && tb.Name == "pgbench_accounts" {
+					accounts = tb.Rows
+				}
+			}
+			if accounts < 1000 {
+				t.Fatalf("backup.json records pgbench_accounts with %d rows (tables: %d)", accounts, len(list[0].Tables))
+			}
 
 			restored := restoreBackup(t, r, c, name, nil)
 			if got := restored.QueryString(t, staticDigest); got != wantStatic {

@@ -19,6 +19,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/pitr-dev/pitr/archive/wal"
+	"github.com/pitr-dev/pitr/basebackup"
 	"github.com/pitr-dev/pitr/repo"
 	"github.com/pitr-dev/pitr/storage"
 )
@@ -496,6 +497,10 @@ type tableScan struct {
 	Name     string
 	Estimate float64 // pg_class.reltuples: -1 never analyzed
 	Count    int64
+	// AtBackup is the estimate recorded in backup.json when the backup
+	// started, for drills restored to exactly the backup; -1 otherwise or
+	// when unknown (never analyzed, not recorded, an older backup).
+	AtBackup int64
 }
 
 // implausible says why a table's row count is not believable, or "".
@@ -504,10 +509,26 @@ type tableScan struct {
 // has lost its data (truncation resets the estimate to -1, so a truncated
 // table is not flagged).
 func (s tableScan) implausible() string {
-	if s.Estimate >= 1000 && s.Count == 0 {
+	switch {
+	case s.Count != 0:
+	case s.Estimate >= 1000:
 		return fmt.Sprintf("%s reads 0 rows but the server estimated %.0f", s.Name, s.Estimate)
+	case s.AtBackup >= 1000:
+		// The restored catalog may say little (truncate resets it, a lost
+		// relation file does not touch it); the backup's own record says
+		// the table was large.
+		return fmt.Sprintf("%s reads 0 rows but had about %d when the backup was taken", s.Name, s.AtBackup)
 	}
 	return ""
+}
+
+// atBackup indexes the backup's recorded estimates by database and table.
+func atBackup(tables []basebackup.TableEstimate) map[string]int64 {
+	m := make(map[string]int64, len(tables))
+	for _, t := range tables {
+		m[t.Database+"\x00"+t.Schema+"."+t.Name] = t.Rows
+	}
+	return m
 }
 
 // checkDatabases connects to every database, runs amcheck when available
@@ -516,6 +537,12 @@ func (d *drill) checkDatabases(ctx context.Context, dbs []string) {
 	var connectErrs, amErrs, amSkips, tableErrs []string
 	indexes, tables := 0, 0
 	var rows int64
+	recorded := atBackup(d.plan.Backup.Tables)
+	// The backup's record describes the restored state only when the drill
+	// restores exactly the backup; after later WAL a table may have been
+	// truncated or dropped for good reasons, and a drill that cries wolf
+	// gets switched off.
+	exact := d.plan.Target.Kind == TargetImmediate
 	for _, db := range dbs {
 		conn, err := d.connect(ctx, db, d.user)
 		if err != nil {
@@ -534,11 +561,26 @@ func (d *drill) checkDatabases(ctx context.Context, dbs []string) {
 		for _, e := range errs {
 			tableErrs = append(tableErrs, db+": "+e)
 		}
+		seen := map[string]bool{}
 		for _, s := range scans {
 			tables++
 			rows += s.Count
+			s.AtBackup = -1
+			if n, ok := recorded[db+"\x00"+s.Name]; ok && exact {
+				s.AtBackup = n
+			}
+			seen[s.Name] = true
 			if why := s.implausible(); why != "" {
 				tableErrs = append(tableErrs, db+": "+why)
+			}
+		}
+		// Restored to the backup's own end, every large table it recorded
+		// must be there; later targets may legitimately have dropped some.
+		if exact {
+			for _, t := range d.plan.Backup.Tables {
+				if t.Database == db && t.Rows >= 1000 && !seen[t.Schema+"."+t.Name] {
+					tableErrs = append(tableErrs, fmt.Sprintf("%s: %s.%s had about %d rows when the backup was taken and is missing", db, t.Schema, t.Name, t.Rows))
+				}
 			}
 		}
 		conn.Close(context.WithoutCancel(ctx))

@@ -81,11 +81,14 @@ func TestTableScanPlausible(t *testing.T) {
 		s    tableScan
 		want bool
 	}{
-		{tableScan{"a", -1, 0}, true},      // never analyzed
-		{tableScan{"b", 0, 0}, true},       // empty
-		{tableScan{"c", 999, 0}, true},     // small: deletes without vacuum happen
-		{tableScan{"d", 5000, 4800}, true}, // estimates are estimates
-		{tableScan{"e", 5000, 0}, false},   // lost its rows
+		{tableScan{"a", -1, 0, -1}, true},      // never analyzed
+		{tableScan{"b", 0, 0, -1}, true},       // empty
+		{tableScan{"c", 999, 0, -1}, true},     // small: deletes without vacuum happen
+		{tableScan{"d", 5000, 4800, -1}, true}, // estimates are estimates
+		{tableScan{"e", 5000, 0, -1}, false},   // lost its rows
+		{tableScan{"f", -1, 0, 20000}, false},  // restored to the backup's end, large when it was taken
+		{tableScan{"g", -1, 0, 500}, true},     // small at backup time
+		{tableScan{"h", -1, 19000, 20000}, true},
 	} {
 		if got := tc.s.implausible() == ""; got != tc.want {
 			t.Errorf("%+v: plausible %v, want %v", tc.s, got, tc.want)
