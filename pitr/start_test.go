@@ -59,11 +59,11 @@ func TestParseRecoveryLogFailure(t *testing.T) {
 // pg_waldump's descriptions of the records recovery_target_time stops at.
 func TestXactRecordPattern(t *testing.T) {
 	for line, want := range map[string]string{
-		"rmgr: Transaction len (rec/tot):     34/    34, tx:       6462, lsn: 0/14FF3058, prev 0/14FF3008, desc: COMMIT 2026-11-28 13:02:17.761327 UTC":                     "2026-11-28 13:02:17.761327",
-		"rmgr: Transaction len (rec/tot):     34/    34, tx:        740, lsn: 0/03000060, prev 0/03000028, desc: ABORT 2026-11-28 13:02:18 UTC":                            "2026-11-28 13:02:18",
+		"rmgr: Transaction len (rec/tot):     34/    34, tx:       6462, lsn: 0/14FF3058, prev 0/14FF3008, desc: COMMIT 2026-11-28 13:02:17.761327 UTC":                      "2026-11-28 13:02:17.761327",
+		"rmgr: Transaction len (rec/tot):     34/    34, tx:        740, lsn: 0/03000060, prev 0/03000028, desc: ABORT 2026-11-28 13:02:18 UTC":                              "2026-11-28 13:02:18",
 		"rmgr: Transaction len (rec/tot):     98/    98, tx:          0, lsn: 0/030001A0, prev 0/03000160, desc: COMMIT_PREPARED 741: 2026-11-28 13:02:19.5 UTC; inval msgs": "2026-11-28 13:02:19.5",
-		"rmgr: Transaction len (rec/tot):    162/   162, tx:        742, lsn: 0/03000200, prev 0/030001A0, desc: PREPARE gid t1: 2026-11-28 13:02:20 UTC":                   "",
-		"rmgr: Transaction len (rec/tot):     50/    50, tx:          0, lsn: 0/03000300, prev 0/03000200, desc: ASSIGNMENT xtop 743: subxacts: 744":                       "",
+		"rmgr: Transaction len (rec/tot):    162/   162, tx:        742, lsn: 0/03000200, prev 0/030001A0, desc: PREPARE gid t1: 2026-11-28 13:02:20 UTC":                    "",
+		"rmgr: Transaction len (rec/tot):     50/    50, tx:          0, lsn: 0/03000300, prev 0/03000200, desc: ASSIGNMENT xtop 743: subxacts: 744":                         "",
 	} {
 		m := xactRecord.FindStringSubmatch(line)
 		got := ""
