@@ -55,6 +55,32 @@ type Unwrapper interface {
 	Unwrap() Store
 }
 
+// TempSweeper is implemented by backends that can leave a temporary file
+// behind when a writer is killed mid-upload (the fs backend: its temp files
+// are never listed, so nothing else would ever remove them).
+type TempSweeper interface {
+	// SweepTemp removes temporary files not written to for olderThan and
+	// returns how many it removed.
+	SweepTemp(ctx context.Context, olderThan time.Duration) (int, error)
+}
+
+// SweepTemp runs the TempSweeper of st or of a store below its wrappers.
+// Stores without one report 0 (on S3 an unfinished multipart upload is
+// cleaned up by a bucket lifecycle rule).
+func SweepTemp(ctx context.Context, st Store, olderThan time.Duration) (int, error) {
+	for st != nil {
+		if s, ok := st.(TempSweeper); ok {
+			return s.SweepTemp(ctx, olderThan)
+		}
+		u, ok := st.(Unwrapper)
+		if !ok {
+			return 0, nil
+		}
+		st = u.Unwrap()
+	}
+	return 0, nil
+}
+
 // PermanentError marks an error that retrying cannot fix (bad credentials, a
 // missing bucket, a rejected key). Wrappers like storage/retry give up at once.
 type PermanentError struct{ Err error }

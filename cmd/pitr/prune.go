@@ -121,6 +121,20 @@ func pruneRepository(ctx context.Context, env *environment, st storage.Store, po
 		return pitr.PruneResult{}, err
 	}
 	plan.Describe(env.stdout, dryRun)
+	if !dryRun {
+		// Temp files of uploads killed mid-way (fs repositories) are never
+		// listed, so nothing else would remove them. Idle as long as an
+		// incomplete backup must be before it counts as dead.
+		after := policy.IncompleteAfter
+		if after == 0 {
+			after = pitr.DefaultIncompleteAfter
+		}
+		if n, err := storage.SweepTemp(work, st, after); err != nil {
+			env.log.Warn("could not remove stale temporary files", "err", err)
+		} else if n > 0 {
+			env.log.Info("removed temporary files of uploads that never finished", "files", n)
+		}
+	}
 	if dryRun || plan.Empty() {
 		return pitr.PruneResult{}, nil
 	}
