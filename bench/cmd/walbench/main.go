@@ -18,7 +18,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -36,6 +35,7 @@ import (
 	"time"
 
 	"github.com/pitr-dev/pitr/archive"
+	"github.com/pitr-dev/pitr/bench/internal/benchkit"
 	"github.com/pitr-dev/pitr/bench/internal/corpus"
 	"github.com/pitr-dev/pitr/bench/internal/runas"
 	"github.com/pitr-dev/pitr/storage/codec"
@@ -157,7 +157,7 @@ func run(ctx context.Context, cfg config) (targetMet bool, err error) {
 		return false, err
 	}
 
-	pitrBin, pitrRev, err := preparePitr(ctx, cfg.pitrBin, work)
+	pitrBin, pitrRev, err := benchkit.BuildPitr(ctx, cfg.pitrBin, work, logf)
 	if err != nil {
 		return false, err
 	}
@@ -188,9 +188,7 @@ func run(ctx context.Context, cfg config) (targetMet bool, err error) {
 	// Start every phase with no write-back pending (the corpus generation
 	// leaves gigabytes of dirty pages), so fsync latency is the tools' own.
 	syscall.Sync()
-	busy0, total0 := cpuJiffies()
-	self0 := selfCPU()
-	measureStart := time.Now()
+	load := benchkit.StartLoad("measured tools")
 	logf("archive-push: %d segments × %d tools, one process per segment", len(segs), len(tools))
 	for i, s := range segs {
 		for j := range tools {
@@ -249,16 +247,10 @@ func run(ctx context.Context, cfg config) (targetMet bool, err error) {
 		}
 	}
 
-	busy1, total1 := cpuJiffies()
-	noise := noiseReport{
-		elapsed: time.Since(measureStart),
-		busy:    jiffies(busy1 - busy0),
-		total:   jiffies(total1 - total0),
-		self:    selfCPU() - self0,
-	}
+	load.Stop()
 	for _, r := range res {
 		for _, u := range append(append([]runas.Usage(nil), r.push...), r.fetch...) {
-			noise.tools += u.CPU()
+			load.Add(u.CPU())
 		}
 	}
 
@@ -332,77 +324,9 @@ func run(ctx context.Context, cfg config) (targetMet bool, err error) {
 		corpus: c, segs: len(segs), segBytes: segBytes, tools: tools, res: res,
 		inPush: inPush, inFetch: inFetch,
 		pitrRev: pitrRev, pgbrVersion: strings.TrimSpace(pgbrVersion),
-		noise: noise,
+		load: load,
 	}
 	return rep.print(os.Stdout), nil
-}
-
-// preparePitr builds (or copies) the pitr binary into the work directory,
-// where the cluster user can run it, and returns its VCS revision.
-func preparePitr(ctx context.Context, given, work string) (string, string, error) {
-	dst := filepath.Join(work, "pitr")
-	if given == "" {
-		logf("building pitr (go build ./cmd/pitr)")
-		cmd := exec.CommandContext(ctx, "go", "build", "-o", dst, "./cmd/pitr")
-		if root, err := moduleRoot(ctx); err == nil {
-			cmd.Dir = root
-		}
-		if _, err := runas.Run(cmd); err != nil {
-			return "", "", err
-		}
-	} else {
-		b, err := os.ReadFile(given)
-		if err != nil {
-			return "", "", err
-		}
-		if err := os.WriteFile(dst, b, 0o755); err != nil {
-			return "", "", err
-		}
-	}
-	if err := os.Chmod(dst, 0o755); err != nil {
-		return "", "", err
-	}
-	rev := "unknown revision"
-	if root, err := moduleRoot(ctx); err == nil {
-		cmd := exec.CommandContext(ctx, "git", "rev-parse", "--short=12", "HEAD")
-		cmd.Dir = root
-		if out, err := runas.Run(cmd); err == nil {
-			rev = "commit " + strings.TrimSpace(out) + " (plus any uncommitted changes)"
-		}
-	}
-	if out, err := runas.Run(exec.CommandContext(ctx, "go", "version", "-m", dst)); err == nil {
-		var r, mod string
-		for _, line := range strings.Split(out, "\n") {
-			f := strings.Fields(line)
-			if len(f) == 2 && f[0] == "build" {
-				if v, ok := strings.CutPrefix(f[1], "vcs.revision="); ok && len(v) >= 12 {
-					r = v[:12]
-				}
-				if v, ok := strings.CutPrefix(f[1], "vcs.modified="); ok {
-					mod = v
-				}
-			}
-		}
-		if r != "" {
-			rev = "commit " + r
-			if mod == "true" {
-				rev += " + uncommitted changes"
-			}
-		}
-	}
-	return dst, rev, nil
-}
-
-func moduleRoot(ctx context.Context) (string, error) {
-	out, err := runas.Run(exec.CommandContext(ctx, "go", "env", "GOMOD"))
-	if err != nil {
-		return "", err
-	}
-	gomod := strings.TrimSpace(out)
-	if gomod == "" || gomod == os.DevNull {
-		return "", errors.New("not inside a Go module")
-	}
-	return filepath.Dir(gomod), nil
 }
 
 // setupTools creates fresh repositories for each set name (pitr file://,
@@ -686,63 +610,10 @@ type report struct {
 	inPush, inFetch []time.Duration
 	pitrRev         string
 	pgbrVersion     string
-	noise           noiseReport
+	load            *benchkit.Load
 }
 
-// noiseReport says how busy the machine was with other work while the push
-// and fetch phases ran: on a shared machine absolute times inflate (the
-// interleaving keeps the comparison fair on average).
-type noiseReport struct {
-	elapsed     time.Duration
-	busy, total time.Duration // all CPUs, from /proc/stat
-	tools, self time.Duration // CPU of the measured processes, and of walbench itself
-}
-
-func (n noiseReport) String() string {
-	if n.total <= 0 {
-		return "unknown (no /proc/stat)"
-	}
-	other := max(n.busy-n.tools-n.self, 0)
-	return fmt.Sprintf("%.0f%% of all CPUs busy over %.0f s; measured tools %.0f%%, walbench itself %.0f%%, everything else (other processes, kernel write-back) %.0f%%",
-		100*n.busy.Seconds()/n.total.Seconds(), n.elapsed.Seconds(),
-		100*n.tools.Seconds()/n.total.Seconds(), 100*n.self.Seconds()/n.total.Seconds(), 100*other.Seconds()/n.total.Seconds())
-}
-
-// cpuJiffies returns busy and total jiffies over all CPUs from /proc/stat.
-func cpuJiffies() (busy, total int64) {
-	b, err := os.ReadFile("/proc/stat")
-	if err != nil {
-		return 0, 0
-	}
-	line, _, _ := strings.Cut(string(b), "\n")
-	f := strings.Fields(line)
-	if len(f) < 8 || f[0] != "cpu" {
-		return 0, 0
-	}
-	for i, v := range f[1:] {
-		var n int64
-		fmt.Sscan(v, &n)
-		if i >= 8 { // guest time is already counted in user
-			break
-		}
-		total += n
-		if i != 3 && i != 4 { // idle, iowait
-			busy += n
-		}
-	}
-	return busy, total
-}
-
-// jiffies converts USER_HZ ticks (100 per second on Linux) to a duration.
 func jiffies(n int64) time.Duration { return time.Duration(n) * 10 * time.Millisecond }
-
-func selfCPU() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 
@@ -781,7 +652,7 @@ func (r *report) print(w io.Writer) bool {
 	fmt.Fprintf(w, "pgBR:    %s, archive-push sync (default); gz = default compress-type (level 6), zst = --compress-type=zst (level 3)\n", r.pgbrVersion)
 	host, _ := os.Hostname()
 	fmt.Fprintf(w, "machine: %s, %d CPUs, %s %s/%s, %s; runs as user %q\n", host, runtime.NumCPU(), kernel(), runtime.GOOS, runtime.GOARCH, runtime.Version(), userName())
-	fmt.Fprintf(w, "load:    %s\n", r.noise)
+	fmt.Fprintf(w, "load:    %s\n", r.load)
 	fmt.Fprintln(w)
 
 	fmt.Fprintf(w, "  %-34s %11s %11s %11s %11s %11s\n", "", "pitr", r.tools[1].short, r.tools[2].short, "pitr vs gz", "pitr vs zst")
