@@ -2,7 +2,6 @@ package integration
 
 import (
 	"fmt"
-	"os"
 	"regexp"
 	"strconv"
 	"strings"
@@ -121,20 +120,6 @@ func amcheck(t *testing.T, c *pgtest.Cluster) {
 	if out, err := c.RunAsUser(t, "pg_amcheck", "--all", "--install-missing", "--heapallindexed"); err != nil {
 		t.Fatalf("pg_amcheck on the restored cluster: %v\n%s", err, out)
 	}
-}
-
-// knownBug is for a test that found a bug in pitr that is reported but not
-// fixed yet: by default the test is skipped with a message that says so (it
-// shows in make test's list of skipped tests), so the suite stays green
-// while the bug is open; PITR_TEST_KNOWN_BUGS=fail makes it fail instead.
-// Once the bug is fixed the test passes and this is no longer reached.
-func knownBug(t *testing.T, format string, args ...any) {
-	t.Helper()
-	msg := "KNOWN BUG in pitr (see integration/README.md): " + fmt.Sprintf(format, args...)
-	if os.Getenv("PITR_TEST_KNOWN_BUGS") == "fail" {
-		t.Fatal(msg)
-	}
-	t.Skip(msg)
 }
 
 // walLayout is a WAL segment size the WAL-level scenarios run on; every one
