@@ -102,20 +102,7 @@ func TestRecoveryThroughWalFetch(t *testing.T) {
 		t.Run(kind, func(t *testing.T) {
 			t.Parallel()
 			r := newRepo(t, kind, nil)
-			c := archivingCluster(t, r, 1)
-			c.Exec(t, "CREATE TABLE probe (id int primary key, note text)")
-			c.Exec(t, "INSERT INTO probe VALUES (1, 'before backup')")
-
-			backupDir := filepath.Join(pgtest.SharedTempDir(t), "data")
-			if out, err := c.RunAsUser(t, "pg_basebackup", "-D", backupDir, "-X", "none", "-c", "fast"); err != nil {
-				t.Fatalf("pg_basebackup: %v %s", err, out)
-			}
-			c.Exec(t, "INSERT INTO probe VALUES (2, 'after backup')")
-			generateWAL(t, c, 3)
-			c.Exec(t, "INSERT INTO probe VALUES (3, 'last commit')")
-			c.WaitArchived(t, c.SwitchWAL(t), time.Minute)
-			final := snapshot(t, c, "at the end of the archive")
-			c.Stop(t)
+			backupDir, final := plainBackupThenCommits(t, r, "none")
 
 			restored := recoverFromArchive(t, r, backupDir)
 			if n := restored.QueryInt(t, "SELECT count(*) FROM probe"); n != 3 {
@@ -401,4 +388,26 @@ func deleteS3Object(t *testing.T, r *testRepo, key string) {
 	if _, err := r.s3.Client().DeleteObject(context.Background(), &awss3.DeleteObjectInput{Bucket: &r.s3.Bucket, Key: &key}); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// plainBackupThenCommits runs an archiving cluster, commits probe row 1,
+// takes a plain pg_basebackup with the given -X method, commits rows 2 and 3
+// around some WAL, waits until all of it is archived and stops the cluster.
+// It returns the backup's directory and the source's data at the end.
+func plainBackupThenCommits(t *testing.T, r *testRepo, walMethod string) (string, dataState) {
+	t.Helper()
+	c := archivingCluster(t, r, 1)
+	c.Exec(t, "CREATE TABLE probe (id int primary key, note text)")
+	c.Exec(t, "INSERT INTO probe VALUES (1, 'before backup')")
+	backupDir := filepath.Join(pgtest.SharedTempDir(t), "data")
+	if out, err := c.RunAsUser(t, "pg_basebackup", "-D", backupDir, "-X", walMethod, "-c", "fast"); err != nil {
+		t.Fatalf("pg_basebackup: %v %s", err, out)
+	}
+	c.Exec(t, "INSERT INTO probe VALUES (2, 'after backup')")
+	generateWAL(t, c, 2)
+	c.Exec(t, "INSERT INTO probe VALUES (3, 'last commit')")
+	c.WaitArchived(t, c.SwitchWAL(t), time.Minute)
+	final := snapshot(t, c, "at the end of the archive")
+	c.Stop(t)
+	return backupDir, final
 }

@@ -682,19 +682,7 @@ func TestWalFetchTruncatedObject(t *testing.T) {
 func TestRestoreArchiveWinsOverPgWal(t *testing.T) {
 	t.Parallel()
 	r := newRepo(t, "file", nil)
-	c := archivingCluster(t, r, 1)
-	c.Exec(t, "CREATE TABLE probe (id int primary key, note text)")
-	c.Exec(t, "INSERT INTO probe VALUES (1, 'before backup')")
-	backupDir := filepath.Join(pgtest.SharedTempDir(t), "data")
-	if out, err := c.RunAsUser(t, "pg_basebackup", "-D", backupDir, "-X", "stream", "-c", "fast"); err != nil {
-		t.Fatalf("pg_basebackup: %v %s", err, out)
-	}
-	c.Exec(t, "INSERT INTO probe VALUES (2, 'after backup')")
-	generateWAL(t, c, 2)
-	c.Exec(t, "INSERT INTO probe VALUES (3, 'last commit')")
-	c.WaitArchived(t, c.SwitchWAL(t), time.Minute)
-	final := snapshot(t, c, "at the end of the archive")
-	c.Stop(t)
+	backupDir, final := plainBackupThenCommits(t, r, "stream")
 
 	entries, err := os.ReadDir(filepath.Join(backupDir, "pg_wal"))
 	if err != nil {
