@@ -42,6 +42,9 @@ func (a *Archiver) Fetch(ctx context.Context, name, dest string) (FetchResult, e
 	if err != nil {
 		return res, fmt.Errorf("fetch %s: %w", name, err)
 	}
+	if err := CheckFetchDest(dest, a.DataDir != ""); err != nil {
+		return res, fmt.Errorf("fetch %s: %w", name, err)
+	}
 	m, err := repo.ReadMarker(ctx, a.Store)
 	if err != nil {
 		// Never ErrNotArchived: a missing or unreadable repository must stop
@@ -67,6 +70,7 @@ func (a *Archiver) Fetch(ctx context.Context, name, dest string) (FetchResult, e
 		return res, fmt.Errorf("fetch %s: %w", name, err)
 	}
 	defer obj.Close()
+	obj.SetLimit(MaxFileSize(kind))
 	res.Codec = obj.Codec()
 
 	size, err := writeVerified(dest, obj, func(f *os.File, size int64) error {

@@ -78,6 +78,9 @@ func (a *Archiver) Push(ctx context.Context, path string) (PushResult, error) {
 	if err != nil {
 		return res, fmt.Errorf("push %s: %w", path, err)
 	}
+	if err := CheckPushPath(path, a.DataDir != ""); err != nil {
+		return res, fmt.Errorf("push %s: %w", name, err)
+	}
 	f, err := os.Open(path)
 	if err != nil {
 		return res, fmt.Errorf("push %s: %w", name, err)

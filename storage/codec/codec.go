@@ -261,6 +261,7 @@ type Reader struct {
 	info   Info
 	done   bool
 	err    error
+	limit  int64 // see SetLimit; 0: none
 }
 
 // NewReader reads the header from src and returns a Reader of the original bytes.
@@ -287,8 +288,8 @@ func NewReader(src io.Reader) (*Reader, error) {
 		dec, err := zstd.NewReader(r.src,
 			zstd.WithDecoderConcurrency(1),
 			// Bounds memory on hostile input: our encoder never uses a larger window.
-			zstd.WithDecoderMaxWindow(64<<20),
-			zstd.WithDecoderMaxMemory(1<<40))
+			zstd.WithDecoderMaxWindow(MaxWindow),
+			zstd.WithDecoderMaxMemory(MaxWindow))
 		if err != nil {
 			return nil, fmt.Errorf("zstd decoder: %w", err)
 		}
@@ -314,6 +315,10 @@ func (r *Reader) Read(p []byte) (int, error) {
 	if n > 0 {
 		r.sum.Write(p[:n])
 		r.size += int64(n)
+	}
+	if r.limit > 0 && r.size > r.limit {
+		r.err = r.tooLarge()
+		return n, r.err
 	}
 	switch {
 	case err == io.EOF:
