@@ -29,6 +29,9 @@ type FetchResult struct {
 	Size     int64
 	Codec    codec.Codec
 	Duration time.Duration
+	// Prefetched: taken from the prefetch spool, downloaded and verified
+	// ahead of this call (see FetchPrefetched).
+	Prefetched bool
 }
 
 // Fetch restores the archived file name (restore_command's %f) to dest (%p).
@@ -56,7 +59,13 @@ func (a *Archiver) Fetch(ctx context.Context, name, dest string) (FetchResult, e
 			return res, fmt.Errorf("fetch %s: %w", name, &repo.ForeignSystemError{Repository: m.SystemIdentifier, Got: repo.SystemID(ctl)})
 		}
 	}
-	key, err := repo.WALKey(m.SystemIdentifier, name)
+	return a.fetchFrom(ctx, start, m.SystemIdentifier, kind, name, dest)
+}
+
+// fetchFrom is Fetch once the repository's system is known.
+func (a *Archiver) fetchFrom(ctx context.Context, start time.Time, sys repo.SystemID, kind wal.FileKind, name, dest string) (FetchResult, error) {
+	res := FetchResult{Name: name}
+	key, err := repo.WALKey(sys, name)
 	if err != nil {
 		return res, fmt.Errorf("fetch %s: %w", name, err)
 	}
@@ -79,7 +88,10 @@ func (a *Archiver) Fetch(ctx context.Context, name, dest string) (FetchResult, e
 		}
 		// The checksum proves these are the bytes that were archived; the
 		// header proves they are the segment PostgreSQL asked for.
-		_, _, err := readSegmentHeader(f, name[:24], size)
+		h, _, err := readSegmentHeader(f, name[:24], size)
+		if err == nil && repo.SystemID(h.SystemID) != sys {
+			err = &repo.ForeignSystemError{Repository: sys, Got: repo.SystemID(h.SystemID)}
+		}
 		return err
 	})
 	if err != nil {

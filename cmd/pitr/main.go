@@ -35,12 +35,15 @@ type command struct {
 	// collection is pure overhead there (measured: ~30 ms per segment);
 	// a memory limit still bounds them.
 	oneShot bool
+	// hidden commands are started by pitr itself, not by people.
+	hidden bool
 }
 
 func commands() []command {
 	return []command{
 		{name: "archive-push", summary: "archive one WAL file (archive_command = 'pitr archive-push %p')", run: runArchivePush, exitCode: archivePushExit, oneShot: true},
 		{name: "wal-fetch", summary: "restore one WAL file (restore_command = 'pitr wal-fetch %f %p')", run: runWALFetch, exitCode: walFetchExit, oneShot: true},
+		{name: "wal-prefetch", summary: "background prefetcher started by wal-fetch", run: runWALPrefetch, hidden: true},
 		{name: "backup", summary: "take a base backup (backup list, backup show NAME)", run: runBackup},
 		{name: "prune", summary: "delete old backups and the WAL no kept backup needs", run: runPrune},
 		{name: "agent", summary: "run scheduled backups and pruning in the foreground", run: runAgent},
@@ -139,6 +142,9 @@ func usage(w io.Writer) {
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "Commands:")
 	for _, c := range commands() {
+		if c.hidden {
+			continue
+		}
 		fmt.Fprintf(w, "  %-14s %s\n", c.name, c.summary)
 	}
 	fmt.Fprintln(w)

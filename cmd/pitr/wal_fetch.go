@@ -4,6 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
 
 	"github.com/pitr-dev/pitr/archive"
 )
@@ -43,11 +50,24 @@ func runWALFetch(ctx context.Context, env *environment, args []string) error {
 	if len(pos) != 2 {
 		return fmt.Errorf("%w: want a WAL file name (%%f) and a destination path (%%p), got %d arguments", errUsage, len(pos))
 	}
-	a, err := newArchiver(ctx, env, load, fetchRetries)
+	cfg, err := load()
 	if err != nil {
 		return err
 	}
-	res, err := a.Fetch(ctx, pos[0], pos[1])
+	ahead, err := parseFetchAhead(cfg.FetchAhead)
+	if err != nil {
+		return err
+	}
+	a, err := newArchiver(ctx, env, func() (Config, error) { return cfg, nil }, fetchRetries)
+	if err != nil {
+		return err
+	}
+	sp := archive.OpenSpool(a.DataDir, a.ControlFile, pos[1], ahead)
+	res, err := a.FetchPrefetched(ctx, pos[0], pos[1], sp, func() {
+		if err := startPrefetcher(sp, args); err != nil {
+			env.log.Warn("cannot start the prefetcher; fetching one segment at a time", "err", err)
+		}
+	})
 	if errors.Is(err, archive.ErrNotArchived) {
 		// Expected at the end of WAL and for .history probes: not an error
 		// worth alarming anyone in the server log.
@@ -57,6 +77,106 @@ func runWALFetch(ctx context.Context, env *environment, args []string) error {
 	if err != nil {
 		return err
 	}
+	if res.Prefetched {
+		env.log.Info("fetched", "file", res.Name, "size", res.Size, "prefetched", true, "duration", res.Duration.Round(1e5))
+		return nil
+	}
 	env.log.Info("fetched", "file", res.Name, "size", res.Size, "codec", res.Codec.String(), "duration", res.Duration.Round(1e5))
 	return nil
+}
+
+// defaultFetchAhead: 8 segments (128 MiB at the default size) keep replay
+// fed through a slow patch of storage without much disk.
+const defaultFetchAhead = 8
+
+func parseFetchAhead(v string) (int, error) {
+	switch strings.ToLower(strings.TrimSpace(v)) {
+	case "":
+		return defaultFetchAhead, nil
+	case "off", "0", "false":
+		return 0, nil
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(v))
+	if err != nil || n < 0 || n > 256 {
+		return 0, fmt.Errorf("fetch_ahead %q is not off or a number from 0 to 256", v)
+	}
+	return n, nil
+}
+
+// startPrefetcher starts `pitr wal-prefetch` with wal-fetch's own arguments
+// (so the same configuration), detached: its own session, so signals to
+// PostgreSQL's process group do not reach it, and no stdio shared with the
+// server, so PostgreSQL's system() call returns as soon as wal-fetch exits.
+func startPrefetcher(sp *archive.Spool, args []string) error {
+	exe, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	if err := os.Mkdir(sp.Dir, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
+		return err
+	}
+	logf, err := os.OpenFile(filepath.Join(sp.Dir, archive.SpoolLog), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	if err != nil {
+		return err
+	}
+	defer logf.Close()
+	cmd := exec.Command(exe, append([]string{"wal-prefetch"}, args...)...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	return cmd.Process.Release()
+}
+
+// prefetchIdleEnv overrides how long the prefetcher waits for a request
+// before it exits and removes its spool (tests; default 60 s).
+const prefetchIdleEnv = "PITR_PREFETCH_IDLE"
+
+// runWALPrefetch is the background prefetcher. It takes wal-fetch's
+// arguments, finds the same spool, and keeps it filled until recovery ends
+// or nothing is asked for a while. Its log goes to the spool's log file.
+func runWALPrefetch(ctx context.Context, env *environment, args []string) error {
+	fs := newFlagSet(env, "wal-prefetch", "wal-prefetch [wal-fetch's flags and arguments]")
+	load := configFlags(fs)
+	pos, err := parseInterspersed(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 2 {
+		return fmt.Errorf("%w: want wal-fetch's WAL file name and destination path, got %d arguments", errUsage, len(pos))
+	}
+	cfg, err := load()
+	if err != nil {
+		return err
+	}
+	ahead, err := parseFetchAhead(cfg.FetchAhead)
+	if err != nil {
+		return err
+	}
+	// Patient like wal-fetch: a prefetch that gives up early only costs a
+	// direct fetch later, but one that rides out an outage saves it.
+	a, err := newArchiver(ctx, env, func() (Config, error) { return cfg, nil }, fetchRetries)
+	if err != nil {
+		return err
+	}
+	sp := archive.OpenSpool(a.DataDir, a.ControlFile, pos[1], ahead)
+	if sp == nil {
+		return nil // not in recovery any more, or prefetching is off
+	}
+	var opts archive.PrefetchOptions
+	if v := os.Getenv(prefetchIdleEnv); v != "" {
+		if opts.Idle, err = time.ParseDuration(v); err != nil {
+			return fmt.Errorf("%s: %w", prefetchIdleEnv, err)
+		}
+	}
+	env.log.Debug("prefetcher started", "pid", os.Getpid(), "ahead", ahead)
+	err = a.Prefetch(ctx, sp, opts)
+	if errors.Is(err, archive.ErrPrefetcherRunning) {
+		return nil
+	}
+	if ctx.Err() != nil {
+		return nil
+	}
+	return err
 }
