@@ -10,9 +10,13 @@
 //	<system id>/basebackups/<name>/in-progress.json heartbeat of a running backup
 //	<system id>/basebackups/<name>/backup.json    metadata, written last (plain JSON)
 //	<system id>/drills/<UTC time>.json             report of one pitr drill (plain JSON)
+//	<system id>/basebackups/<name>/config/<n>-<file>  a configuration file of the server (postgresql.conf, ...)
+//	<system id>/dumps/<UTC time>/<db>.dump          pg_dump -Fc of one database
+//	<system id>/dumps/<UTC time>/globals.sql        pg_dumpall --globals-only
+//	<system id>/dumps/<UTC time>/dump.json          dump metadata, written last (plain JSON)
 //
 // Every object below <system id>/ is in the codec format (storage/codec),
-// except the plain-JSON backup.json and drill reports.
+// except the plain-JSON backup.json, dump.json and drill reports.
 // Keying by the database system identifier means two clusters can never mix
 // their WAL, even if the marker check were bypassed; the marker binds the
 // repository to one system so archive-push refuses a foreign cluster loudly.
@@ -204,4 +208,54 @@ func TablespacePrefix(id SystemID) string { return id.String() + "/tablespaces/"
 // TablespaceKey is the record of one tablespace OID.
 func TablespaceKey(id SystemID, oid uint32) string {
 	return fmt.Sprintf("%s%d.json", TablespacePrefix(id), oid)
+}
+
+// DumpPrefix is the prefix of every logical dump run of one system; each
+// run's objects live under DumpPrefix(id) + name + "/".
+func DumpPrefix(id SystemID) string { return id.String() + "/dumps/" }
+
+// DumpKey returns the key of one object of the dump run name.
+func DumpKey(id SystemID, name, object string) string {
+	return DumpPrefix(id) + name + "/" + object
+}
+
+// Objects of a dump run.
+const (
+	// DumpMetadataName is written last (plain JSON): a run without it is
+	// running or was interrupted, and is never listed or restored.
+	DumpMetadataName = "dump.json"
+	// DumpGlobalsName is pg_dumpall --globals-only (roles, tablespaces).
+	DumpGlobalsName = "globals.sql"
+	// DumpInProgressName is the heartbeat of a running dump.
+	DumpInProgressName = "in-progress.json"
+)
+
+// DumpObjectName is the object holding one database's pg_dump -Fc archive.
+// Database names may hold any character, keys only [A-Za-z0-9._-]: bytes
+// outside [A-Za-z0-9_-] (the dot included) are written as ".HH", so the
+// mapping is one-to-one and never collides with the run's other objects.
+func DumpObjectName(db string) string { return EscapeName(db) + ".dump" }
+
+// BackupConfigName is the object holding the n-th captured configuration
+// file (base name base) of a base backup.
+func BackupConfigName(n int, base string) string {
+	return fmt.Sprintf("config/%d-%s", n, EscapeName(base))
+}
+
+// EscapeName turns any string into one key segment: [A-Za-z0-9_-] stay,
+// every other byte becomes ".HH" (upper-case hex).
+func EscapeName(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-' {
+			b.WriteByte(c)
+			continue
+		}
+		fmt.Fprintf(&b, ".%02X", c)
+	}
+	if b.Len() == 0 {
+		return ".00" // never an empty segment
+	}
+	return b.String()
 }

@@ -50,6 +50,11 @@ type Config struct {
 	IncompleteAfter string `yaml:"incomplete_after" doc:"pitr prune deletes backups that never completed once unchanged this long (default 24h)"`
 	Schedule        string `yaml:"schedule" doc:"pitr agent's backup schedule: an interval since the last backup (7d, 24h) or cron 'M H DOM MON DOW' in local time (default 7d)"`
 
+	DumpSchedule   string `yaml:"dump_schedule" doc:"pitr agent's schedule for logical dumps of every database: an interval since the last dump (1d) or cron 'M H DOM MON DOW'; off (the default) disables"`
+	DumpScheduleDB string `yaml:"dump_schedule_db" doc:"per-database dump schedules that override dump_schedule, e.g. 'busy=1h, reports=0 2 * * 0'; a database set to off is not dumped on a schedule"`
+	DumpKeep       int    `yaml:"dump_keep" doc:"pitr prune keeps the newest N dumps of each database"`
+	DumpKeepWithin string `yaml:"dump_keep_within" doc:"pitr prune keeps dumps that ended within this long, e.g. 30d; with neither dump_keep nor dump_keep_within, dumps are never pruned"`
+
 	DrillSchedule  string `yaml:"drill_schedule" doc:"pitr agent's drill schedule: an interval since the last drill (30d) or cron 'M H DOM MON DOW'; off disables (default 30d)"`
 	DrillScratch   string `yaml:"drill_scratch" doc:"directory in which pitr drill and the agent's drills create their scratch directory (default $TMPDIR); needs room for a restored cluster"`
 	MetricsAddress string `yaml:"metrics_address" doc:"pitr agent serves Prometheus metrics on this address at /metrics, e.g. 127.0.0.1:9187 (default: off)"`

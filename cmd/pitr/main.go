@@ -45,6 +45,7 @@ func commands() []command {
 		{name: "wal-fetch", summary: "restore one WAL file (restore_command = 'pitr wal-fetch %f %p')", run: runWALFetch, exitCode: walFetchExit, oneShot: true},
 		{name: "wal-prefetch", summary: "background prefetcher started by wal-fetch", run: runWALPrefetch, hidden: true},
 		{name: "backup", summary: "take a base backup (backup list, backup show NAME)", run: runBackup},
+		{name: "dump", summary: "logical dumps: pg_dump -Fc of each database plus globals (dump list, dump restore NAME --db TARGET)", run: runDump},
 		{name: "prune", summary: "delete old backups and the WAL no kept backup needs", run: runPrune},
 		{name: "agent", summary: "run scheduled backups and pruning in the foreground", run: runAgent},
 		{name: "restore", summary: "restore to a point in time (--target TIME --pgdata DIR)", run: runRestore},

@@ -30,11 +30,17 @@ func runPrune(ctx context.Context, env *environment, args []string) error {
 		return err
 	}
 	policy, err := retentionPolicy(cfg)
+	if _, derr := dumpRetention(cfg); derr == nil && errors.Is(err, pitr.ErrNoRetentionPolicy) {
+		// Only dumps have a retention policy: base backups stay.
+		return pruneDumpsIfConfigured(ctx, env, cfg, st, *dryRun)
+	}
 	if err != nil {
 		return err
 	}
-	_, err = pruneRepository(ctx, env, st, policy, *dryRun)
-	return err
+	if _, err = pruneRepository(ctx, env, st, policy, *dryRun); err != nil {
+		return err
+	}
+	return pruneDumpsIfConfigured(ctx, env, cfg, st, *dryRun)
 }
 
 // retentionPolicy reads keep, keep_within and incomplete_after. A missing

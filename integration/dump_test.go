@@ -1,0 +1,244 @@
+package integration
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/pitr-dev/pitr/dump"
+	"github.com/pitr-dev/pitr/internal/pgtest"
+	"github.com/pitr-dev/pitr/repo"
+)
+
+// dumpSource makes a cluster with three databases holding data, and a role
+// that owns objects in them (so a restore without the globals could not
+// recreate the ownership).
+func dumpSource(t *testing.T) *pgtest.Cluster {
+	t.Helper()
+	c := pgtest.NewCluster(t, pgtest.Options{})
+	c.Start(t)
+	c.Exec(t, "CREATE ROLE app_owner LOGIN PASSWORD 'secret'; CREATE ROLE reporter NOLOGIN")
+	for _, db := range []string{"shop", "hr", "analytics"} {
+		c.Exec(t, "CREATE DATABASE "+db)
+	}
+	exec := func(db, sql string) {
+		t.Helper()
+		ctx := context.Background()
+		conn := connectDB(t, c, db)
+		defer conn.Close(ctx)
+		if _, err := conn.Exec(ctx, sql); err != nil {
+			t.Fatalf("%s: %s: %v", db, sql, err)
+		}
+	}
+	exec("shop", `CREATE TABLE orders (id int primary key, item text);
+		INSERT INTO orders SELECT g, 'item ' || g FROM generate_series(1, 5000) g;
+		ALTER TABLE orders OWNER TO app_owner;
+		CREATE TABLE customers (id int, name text);
+		INSERT INTO customers SELECT g, md5(g::text) FROM generate_series(1, 120) g;
+		GRANT SELECT ON orders TO reporter; ANALYZE`)
+	exec("hr", `CREATE SCHEMA staff AUTHORIZATION app_owner;
+		CREATE TABLE staff.people (id int, name text);
+		INSERT INTO staff.people SELECT g, 'person ' || g FROM generate_series(1, 300) g;
+		ALTER TABLE staff.people OWNER TO app_owner; ANALYZE`)
+	exec("analytics", `CREATE TABLE events (id bigint, payload text);
+		INSERT INTO events SELECT g, repeat('x', 50) FROM generate_series(1, 20000) g; ANALYZE`)
+	return c
+}
+
+// connectDB connects to database db of c as postgres.
+func connectDB(t *testing.T, c *pgtest.Cluster, db string) *pgx.Conn {
+	t.Helper()
+	conn, err := pgx.Connect(context.Background(), strings.Replace(c.DSN(), "dbname=postgres", "dbname="+db, 1))
+	if err != nil {
+		t.Fatalf("connect to %s: %v", db, err)
+	}
+	return conn
+}
+
+// dbState is what must survive a dump and restore: per table its owner and
+// row count, per schema its owner.
+func dbState(t *testing.T, c *pgtest.Cluster, db string) string {
+	t.Helper()
+	ctx := context.Background()
+	conn := connectDB(t, c, db)
+	defer conn.Close(ctx)
+	rows, err := conn.Query(ctx, `SELECT n.nspname || '.' || c.relname || ' owner=' || pg_get_userbyid(c.relowner)
+		|| ' acl=' || coalesce(c.relacl::text, '') FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+		WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var lines []string
+	for rows.Next() {
+		var s string
+		if err := rows.Scan(&s); err != nil {
+			t.Fatal(err)
+		}
+		lines = append(lines, s)
+	}
+	rows.Close()
+	for i, l := range lines {
+		table, _, _ := strings.Cut(l, " ")
+		schema, name, _ := strings.Cut(table, ".")
+		var n int64
+		if err := conn.QueryRow(ctx, `SELECT count(*) FROM "`+schema+`"."`+name+`"`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		lines[i] += " rows=" + strconv.FormatInt(n, 10)
+	}
+	var schemaOwners string
+	if err := conn.QueryRow(ctx, `SELECT string_agg(nspname || '=' || pg_get_userbyid(nspowner), ',' ORDER BY nspname) FROM pg_namespace
+		WHERE nspname NOT LIKE 'pg\_%' AND nspname <> 'information_schema'`).Scan(&schemaOwners); err != nil {
+		t.Fatal(err)
+	}
+	return strings.Join(lines, "\n") + "\nschemas " + schemaOwners
+}
+
+// Contract (issue 10): pitr dump stores pg_dump -Fc of every database and
+// pg_dumpall --globals-only; restored into a fresh cluster (globals first),
+// every table has the same rows, owner and grants. An existing non-empty
+// database is refused without --clean. On both backends.
+func TestDumpRestoresIntoFreshCluster(t *testing.T) {
+	t.Parallel()
+	for _, kind := range backends {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			r := newRepo(t, kind, nil)
+			src := dumpSource(t)
+			res := r.pitr(t, src.BaseDir(), "dump", "--dsn", src.DSN(), "--pg-bin", src.BinDir())
+			if res.code != 0 {
+				t.Fatalf("pitr dump: %v", res)
+			}
+			name := strings.TrimSpace(res.stdout)
+
+			res = r.pitr(t, src.BaseDir(), "dump", "list", "--json")
+			if res.code != 0 {
+				t.Fatalf("pitr dump list: %v", res)
+			}
+			var runs []dump.Run
+			if err := json.Unmarshal([]byte(res.stdout), &runs); err != nil {
+				t.Fatalf("dump list --json: %v\n%s", err, res.stdout)
+			}
+			if len(runs) != 1 || runs[0].Name != name {
+				t.Fatalf("dump list: want one run %s, got %+v", name, runs)
+			}
+			var dbs []string
+			for _, d := range runs[0].Databases {
+				dbs = append(dbs, d.Name)
+				if d.SHA256 == "" || d.Size == 0 {
+					t.Fatalf("database %s: no size or checksum recorded: %+v", d.Name, d)
+				}
+			}
+			if strings.Join(dbs, ",") != "analytics,hr,postgres,shop" {
+				t.Fatalf("dumped databases %v, want analytics, hr, postgres, shop (templates excluded)", dbs)
+			}
+			if d, _ := runs[0].Database("analytics"); len(d.Tables) == 0 || d.Tables[0].Rows < 1000 {
+				t.Fatalf("analytics: row estimates not recorded: %+v", d.Tables)
+			}
+
+			dst := pgtest.NewCluster(t, pgtest.Options{})
+			dst.Start(t)
+			for i, db := range []string{"shop", "hr", "analytics"} {
+				args := []string{"dump", "restore", name + "/" + db, "--db", db, "--dsn", dst.DSN(), "--pg-bin", dst.BinDir()}
+				if i == 0 {
+					args = append(args, "--globals")
+				}
+				if db == "analytics" {
+					args[2] = db // a database name alone: its newest dump
+				}
+				res := r.pitr(t, dst.BaseDir(), args...)
+				if res.code != 0 {
+					t.Fatalf("pitr dump restore %s: %v", db, res)
+				}
+				if !strings.Contains(res.stdout, "into new database "+db) {
+					t.Fatalf("restore output: %v", res)
+				}
+			}
+			for _, db := range []string{"shop", "hr", "analytics"} {
+				want, got := dbState(t, src, db), dbState(t, dst, db)
+				if want != got {
+					t.Fatalf("database %s after dump and restore:\n%s\nwant (source):\n%s", db, got, want)
+				}
+			}
+			if v := dst.QueryString(t, "SELECT rolcanlogin::text FROM pg_roles WHERE rolname = 'app_owner'"); v != "true" {
+				t.Fatalf("role app_owner not restored with its attributes: rolcanlogin %q", v)
+			}
+
+			res = r.pitr(t, dst.BaseDir(), "dump", "restore", name+"/shop", "--db", "shop", "--dsn", dst.DSN(), "--pg-bin", dst.BinDir())
+			if res.code != 1 || !strings.Contains(res.stderr, "exists and is not empty") {
+				t.Fatalf("restore into a non-empty database: %v; want a refusal", res)
+			}
+			res = r.pitr(t, dst.BaseDir(), "dump", "restore", name+"/shop", "--db", "shop", "--clean", "--dsn", dst.DSN(), "--pg-bin", dst.BinDir())
+			if res.code != 0 {
+				t.Fatalf("restore --clean: %v", res)
+			}
+			if want, got := dbState(t, src, "shop"), dbState(t, dst, "shop"); want != got {
+				t.Fatalf("shop after restore --clean:\n%s\nwant:\n%s", got, want)
+			}
+		})
+	}
+}
+
+// Contract (issue 10): a pg_dump of another major version than the server
+// is refused before anything is written, naming both versions; a pg_dump
+// that fails leaves no listed dump and no objects, and its error line is
+// the reason given.
+func TestDumpRefusals(t *testing.T) {
+	t.Parallel()
+	r := newRepo(t, "file", nil)
+	c := pgtest.NewCluster(t, pgtest.Options{})
+	c.Start(t)
+	server := c.QueryString(t, "SELECT current_setting('server_version')")
+	server, _, _ = strings.Cut(server, " ")
+
+	fake := pgtest.SharedTempDir(t)
+	for _, tool := range []string{"pg_dump", "pg_dumpall"} {
+		script := "#!/bin/sh\necho '" + tool + " (PostgreSQL) 14.9'\n"
+		if err := os.WriteFile(filepath.Join(fake, tool), []byte(script), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	res := r.pitr(t, c.BaseDir(), "dump", "--dsn", c.DSN(), "--pg-bin", fake)
+	if res.code != 1 || !strings.Contains(res.stderr, "version 14.9") || !strings.Contains(res.stderr, "PostgreSQL "+server) {
+		t.Fatalf("dump with pg_dump 14.9 against %s: %v; want both versions named", server, res)
+	}
+	assertNoRepository(t, r)
+
+	res = r.pitr(t, c.BaseDir(), "dump", "--dsn", c.DSN(), "--pg-bin", c.BinDir(), "--db", "nosuchdb")
+	if res.code != 1 || !strings.Contains(res.stderr, `database \"nosuchdb\" does not exist`) {
+		t.Fatalf("dump of a missing database: %v", res)
+	}
+
+	// A pg_dump of the right version that fails once it runs.
+	failing := pgtest.SharedTempDir(t)
+	script := "#!/bin/sh\nif [ \"$1\" = --version ]; then echo 'pg_dump (PostgreSQL) " + server + "'; exit 0; fi\n" +
+		"echo 'partial output'\necho 'pg_dump: warning: something' >&2\necho 'pg_dump: error: query failed: ERROR:  permission denied for table secret' >&2\nexit 1\n"
+	if err := os.WriteFile(filepath.Join(failing, "pg_dump"), []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(filepath.Join(c.BinDir(), "pg_dumpall"), filepath.Join(failing, "pg_dumpall")); err != nil {
+		t.Fatal(err)
+	}
+	res = r.pitr(t, c.BaseDir(), "dump", "--dsn", c.DSN(), "--pg-bin", failing, "--db", "postgres")
+	if res.code != 1 || !strings.Contains(res.stderr, "pg_dump: error: query failed: ERROR:  permission denied for table secret") {
+		t.Fatalf("dump with a failing pg_dump: %v; want exit 1 with its error line", res)
+	}
+	res = r.pitr(t, c.BaseDir(), "dump", "list", "--json")
+	if res.code != 0 || strings.TrimSpace(res.stdout) != "[]" || res.stderr != "" {
+		t.Fatalf("after a failed dump, dump list: %v; want nothing listed and nothing left over", res)
+	}
+	st := r.openStore(t)
+	m, err := repo.ReadMarker(context.Background(), st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if objs, err := st.List(context.Background(), repo.DumpPrefix(m.SystemIdentifier)); err != nil || len(objs) != 0 {
+		t.Fatalf("a failed dump left objects: %v %v", objs, err)
+	}
+}
