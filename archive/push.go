@@ -136,16 +136,24 @@ func (a *Archiver) Push(ctx context.Context, path string) (PushResult, error) {
 			res.Duration = a.now().Sub(start)
 			return res, nil
 		}
-		if err == nil {
+		if err == nil && kind == wal.KindPartial {
+			// A .partial is never a complete segment and never a
+			// recovery's source unless a restore plans it; pitr stream
+			// replaces its own at every upload. The server's copy, archived
+			// at promotion, is the final word on the old timeline's end:
+			// refusing it would stall the archiver behind it for good.
+			a.log().Warn("replacing a different archived .partial with the server's", "file", name, "key", key)
+			res.Replaced = true
+		} else if err == nil {
 			return res, fmt.Errorf("push %s: %w (archived copy left unchanged; two clusters or servers may be archiving into one repository)", name, ErrConflict)
-		}
-		if !errors.Is(err, codec.ErrCorrupt) {
+		} else if !errors.Is(err, codec.ErrCorrupt) {
 			return res, fmt.Errorf("push %s: compare with archived copy: %w", name, err)
+		} else {
+			// The archived copy cannot be read back at all, so it protects
+			// nothing; the verified local file is the only good copy left.
+			a.log().Warn("archived copy is corrupt; replacing it with the server's file", "file", name, "key", key, "err", err)
+			res.Replaced = true
 		}
-		// The archived copy cannot be read back at all, so it protects
-		// nothing; the verified local file is the only good copy left.
-		a.log().Warn("archived copy is corrupt; replacing it with the server's file", "file", name, "key", key, "err", err)
-		res.Replaced = true
 	case errors.Is(err, storage.ErrNotExist):
 	default:
 		return res, fmt.Errorf("push %s: %w", name, err)

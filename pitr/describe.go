@@ -45,6 +45,9 @@ func (p Plan) Describe(w io.Writer) {
 		}
 		fmt.Fprintf(w, "  WAL:       %d segments %s .. %s, all in the archive%s\n", n, p.WAL[0].Name, p.WAL[n-1].Name, more)
 	}
+	if p.Partial != "" {
+		fmt.Fprintf(w, "  partial:   %s (pitr stream's segment in progress) ends the WAL: recovery replays it to its last complete record\n", p.Partial)
+	}
 	fmt.Fprintf(w, "  download:  %s\n", units.Bytes(p.DownloadBytes))
 	fmt.Fprintf(w, "  settings:\n")
 	for _, s := range p.Settings {

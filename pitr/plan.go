@@ -53,8 +53,16 @@ type Plan struct {
 	// Tail, for a time target, is where the first commit after the target
 	// must be: the segments from the first one archived after the target to
 	// the newest on the path, in order (see CheckCommitAfterTarget).
-	Tail          []WALFile
-	MayReadMore   bool
+	Tail        []WALFile
+	MayReadMore bool
+	// Partial is the .partial (uploaded by pitr stream) that recovery reads
+	// as the segment after the last complete one, so a restore to "latest",
+	// or to a time after the last complete segment, reaches to within
+	// seconds of a crash. wal-fetch serves it only when restore_command
+	// names it (--partial), zero-filled past its end, which replay reads as
+	// the end of WAL. Empty: none.
+	Partial string
+
 	DownloadBytes int64 // backup plus listed WAL, as stored
 	// LateTablespaces were created after the backup started: replay
 	// recreates them at their original absolute location on this host.
@@ -362,6 +370,17 @@ func (p *Plan) collectWAL(archive map[string]WALFile) error {
 		}
 	}
 
+	// A .partial right after the newest complete segment, on the path's
+	// timeline: the streamer's segment in progress.
+	partialSeg := start
+	if haveLast {
+		partialSeg = last + 1
+	}
+	partial, havePartial := archive[name(partialSeg)+".partial"]
+	if partialSeg <= backupEnd {
+		havePartial = false // the backup's own WAL must be complete segments
+	}
+
 	var end wal.SegNo
 	need := "to reach the target"
 	switch p.Target.Kind {
@@ -393,6 +412,10 @@ func (p *Plan) collectWAL(archive map[string]WALFile) error {
 			}
 			p.Tail = append(p.Tail, f)
 		}
+		if !found && havePartial && partial.ArchivedAt.After(p.Target.Time) {
+			end, found = partialSeg-1, true
+			p.Partial = partial.Name
+		}
 		if !found {
 			newest := lastName(haveLast, last, name)
 			at := ""
@@ -410,6 +433,9 @@ func (p *Plan) collectWAL(archive map[string]WALFile) error {
 		}
 		need = "to replay the archive to its end"
 		p.MayReadMore = p.Target.Kind != TargetLatest
+		if havePartial {
+			p.Partial = partial.Name
+		}
 	}
 	if end < backupEnd {
 		end = backupEnd
@@ -428,6 +454,9 @@ func (p *Plan) collectWAL(archive map[string]WALFile) error {
 		}
 		p.WAL = append(p.WAL, f)
 		prev = nm
+	}
+	if p.Partial != "" {
+		p.WAL = append(p.WAL, partial)
 	}
 	return nil
 }

@@ -10,6 +10,7 @@
 //	<system id>/basebackups/<name>/in-progress.json heartbeat of a running backup
 //	<system id>/basebackups/<name>/backup.json    metadata, written last (plain JSON)
 //	<system id>/drills/<UTC time>.json             report of one pitr drill (plain JSON)
+//	<system id>/stream/state.json                 pitr stream's progress (plain JSON)
 //	<system id>/basebackups/<name>/config/<n>-<file>  a configuration file of the server (postgresql.conf, ...)
 //	<system id>/dumps/<UTC time>/<db>.dump          pg_dump -Fc of one database
 //	<system id>/dumps/<UTC time>/globals.sql        pg_dumpall --globals-only
@@ -200,6 +201,10 @@ func DrillPrefix(id SystemID) string { return id.String() + "/drills/" }
 func DrillKey(id SystemID, t time.Time) string {
 	return DrillPrefix(id) + t.UTC().Format("20060102T150405Z") + ".json"
 }
+
+// StreamStateKey is pitr stream's progress record (plain JSON, replaced at
+// every upload), which pitr status reads to report streaming lag.
+func StreamStateKey(id SystemID) string { return id.String() + "/stream/state.json" }
 
 // TablespacePrefix holds one small JSON record per user tablespace that
 // archive-push has seen in the data directory (see archive.Tablespace).

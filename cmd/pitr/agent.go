@@ -66,7 +66,25 @@ func runAgent(ctx context.Context, env *environment, args []string) error {
 	if err := setupAgentExtras(ctx, env, cfg, st, a); err != nil {
 		return err
 	}
-	return a.run(ctx)
+	if !cfg.Stream {
+		return a.run(ctx)
+	}
+	s, err := newStreamer(env, cfg, st)
+	if err != nil {
+		return err
+	}
+	streamDone := make(chan error, 1)
+	go func() {
+		err := s.Run(ctx)
+		if err != nil {
+			env.log.Error("WAL streaming stopped; the agent goes on without it", "err", err)
+		}
+		streamDone <- err
+	}()
+	err = a.run(ctx)
+	// The streamer's final .partial upload finishes before the agent exits.
+	<-streamDone
+	return err
 }
 
 // newestBackupStart anchors an interval schedule on the repository, so a

@@ -43,6 +43,9 @@ type Config struct {
 	PGBin                string `yaml:"pg_bin" doc:"directory of pg_basebackup, which must match the server's major version (default /usr/lib/postgresql/<major>/bin)"`
 	BackupFastCheckpoint bool   `yaml:"backup_fast_checkpoint" doc:"start backups with an immediate checkpoint instead of a spread one (pitr backup --fast)"`
 	BackupMaxRate        string `yaml:"backup_max_rate" doc:"limit the backup transfer rate, pg_basebackup -r syntax in kB/s (e.g. 51200 or 50M); default unlimited"`
+	StreamSlot           string `yaml:"stream_slot" doc:"physical replication slot pitr stream uses, created if missing (default pitr)"`
+	StreamInterval       string `yaml:"stream_interval" doc:"how often pitr stream uploads the WAL segment in progress as .partial: the most a crash loses (default 10s)"`
+	Stream               bool   `yaml:"stream" doc:"pitr agent also runs pitr stream (continuous WAL streaming from dsn)"`
 	BackupWALTimeout     string `yaml:"backup_wal_timeout" doc:"how long a backup waits for its WAL to reach the repository before failing (default 5m)"`
 
 	Keep            int    `yaml:"keep" doc:"pitr prune keeps the newest N backups (and the WAL they need)"`

@@ -50,6 +50,7 @@ func commands() []command {
 		{name: "agent", summary: "run scheduled backups and pruning in the foreground", run: runAgent},
 		{name: "restore", summary: "restore to a point in time (--target TIME --pgdata DIR)", run: runRestore},
 		{name: "drill", summary: "prove the backups restore: restore into a scratch directory, start, check, report", run: runDrill},
+		{name: "stream", summary: "stream WAL continuously from the server (replication slot) so a crash loses seconds, not a segment", run: runStream},
 		{name: "status", summary: "archive lag, WAL gaps, backups, recovery window, last drill; non-zero past thresholds", run: runStatus},
 		{name: "check", summary: "check the archiving setup end to end; names each wrong setting and its fix", run: runCheck},
 		{name: "version", summary: "print the version", run: runVersion},

@@ -102,6 +102,7 @@ func runRestore(ctx context.Context, env *environment, args []string) error {
 	if note != "" {
 		plan.Notes = append(plan.Notes, note)
 	}
+	restoreCmd = withPartial(restoreCmd, plan)
 	plan.Describe(env.stdout)
 	fmt.Fprintf(env.stdout, "    restore_command = '%s'\n", restoreCmd)
 	if !*skipCheck {
@@ -207,6 +208,17 @@ func checkCommitAfterTarget(ctx context.Context, env *environment, cfg Config, s
 		fmt.Fprintln(env.stdout, "  checked:   a transaction committed after the target is in the archive")
 	}
 	return nil
+}
+
+// withPartial adds --partial to restore_command when the plan ends with pitr
+// stream's .partial: wal-fetch serves that one segment from it, and no other
+// .partial, so a server's own .partial of an abandoned timeline is never
+// replayed by accident.
+func withPartial(cmd string, plan pitr.Plan) string {
+	if plan.Partial == "" {
+		return cmd
+	}
+	return strings.Replace(cmd, " wal-fetch ", " wal-fetch --partial "+strings.TrimSuffix(plan.Partial, ".partial")+" ", 1)
 }
 
 // parseTarget turns the mutually exclusive target flags into a pitr.Target.

@@ -43,6 +43,7 @@ func walFetchExit(err error, signalled bool) int {
 func runWALFetch(ctx context.Context, env *environment, args []string) error {
 	fs := newFlagSet(env, "wal-fetch", "wal-fetch [flags] WAL_NAME DEST_PATH   (restore_command = 'pitr wal-fetch %f %p')")
 	load := configFlags(fs)
+	partial := partialFlag(fs)
 	pos, err := parseInterspersed(fs, args)
 	if err != nil {
 		return err
@@ -68,6 +69,9 @@ func runWALFetch(ctx context.Context, env *environment, args []string) error {
 			env.log.Warn("cannot start the prefetcher; fetching one segment at a time", "err", err)
 		}
 	})
+	if errors.Is(err, archive.ErrNotArchived) && *partial != "" && pos[0] == *partial {
+		res, err = fetchPartial(ctx, env, a, pos[0], pos[1])
+	}
 	if errors.Is(err, archive.ErrNotArchived) {
 		// Expected at the end of WAL and for .history probes: not an error
 		// worth alarming anyone in the server log.
@@ -139,6 +143,7 @@ const prefetchIdleEnv = "PITR_PREFETCH_IDLE"
 func runWALPrefetch(ctx context.Context, env *environment, args []string) error {
 	fs := newFlagSet(env, "wal-prefetch", "wal-prefetch [wal-fetch's flags and arguments]")
 	load := configFlags(fs)
+	partialFlag(fs) // wal-fetch passes its arguments on; the .partial is never prefetched
 	pos, err := parseInterspersed(fs, args)
 	if err != nil {
 		return err
