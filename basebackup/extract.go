@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 
 	"github.com/pitr-dev/pitr/repo"
 	"github.com/pitr-dev/pitr/storage"
@@ -64,13 +65,12 @@ func Extract(ctx context.Context, st storage.Store, b Backup, pgdata string, tab
 		parts[p.Name] = p
 	}
 	for _, d := range dirs {
-		p, ok := parts[d.part]
-		if !ok {
+		if _, ok := parts[d.part]; !ok {
 			return fmt.Errorf("restore backup %s: its metadata lists no part %s", b.Name, d.part)
 		}
-		if err := extractPart(ctx, st, b, p, d.path); err != nil {
-			return fmt.Errorf("restore backup %s: %w", b.Name, err)
-		}
+	}
+	if err := extractParts(ctx, st, b, parts, dirs); err != nil {
+		return fmt.Errorf("restore backup %s: %w", b.Name, err)
 	}
 	if err := finishDataDir(ctx, st, b, parts, dirs); err != nil {
 		return fmt.Errorf("restore backup %s: %w", b.Name, err)
@@ -195,28 +195,81 @@ func prepareDir(dir string) (createdDir, error) {
 	}
 }
 
-// extractPart downloads one tar part into dir. The object is read to its
-// end even after the tar's end-of-archive marker, because the codec checks
-// size and SHA-256 only at EOF; the result is also compared with what the
-// backup's metadata recorded for the part.
-func extractPart(ctx context.Context, st storage.Store, b Backup, p Part, dir string) error {
-	obj, err := codec.Open(ctx, st, b.Key(p.Name))
+// extractParts extracts every tar part into its directory, up to
+// partsAtOnce parts at a time, and returns once every file written is
+// synced. The first failure cancels the other parts; the caller then
+// removes what was written, after everything here has stopped.
+func extractParts(ctx context.Context, st storage.Store, b Backup, parts map[string]Part, dirs []extractDir) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	fail := &firstError{cancel: cancel}
+	sy := startSyncer(fail)
+	slots := make(chan struct{}, partsAtOnce)
+	var wg sync.WaitGroup
+	for _, d := range dirs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			slots <- struct{}{}
+			defer func() { <-slots }()
+			if err := ctx.Err(); err != nil {
+				fail.set(err)
+				return
+			}
+			if err := extractPart(ctx, st, b, parts[d.part], d.path, sy); err != nil {
+				fail.set(err)
+			}
+		}()
+	}
+	wg.Wait()
+	sy.wait()
+	return fail.get()
+}
+
+// extractPart downloads one tar part into dir through the pipeline of
+// extract_pipeline.go, handing every file written to sy. The object is
+// read to its end even after the tar's end-of-archive marker, because the
+// codec checks size and SHA-256 only at EOF; the result is also compared
+// with what the backup's metadata recorded for the part.
+func extractPart(ctx context.Context, st storage.Store, b Backup, p Part, dir string, sy *syncer) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	raw, err := st.Open(ctx, b.Key(p.Name), 0)
 	if err != nil {
 		return fmt.Errorf("part %s: %w", p.Name, err)
 	}
-	defer obj.Close()
-	if err := extractTar(ctx, obj, dir); err != nil {
+	fetched := startReadAhead(ctx, raw, pipeChunk, partBuffers)
+	obj, err := codec.NewReaderOptions(fetched, codec.ReadOptions{Concurrency: decodeConcurrency})
+	if err != nil {
+		cancel()
+		fetched.wait()
+		raw.Close()
+		return fmt.Errorf("part %s: open %s: %w", p.Name, b.Key(p.Name), err)
+	}
+	decoded := startReadAhead(ctx, obj, pipeChunk, partBuffers)
+	// Stop every stage before releasing what it reads from: the decoder
+	// and the storage reader are not safe to close under a running Read.
+	defer func() {
+		cancel()
+		decoded.wait()
+		fetched.wait()
+		obj.Close()
+		raw.Close()
+	}()
+	if err := extractTar(ctx, decoded, dir, sy); err != nil {
 		if errors.Is(err, codec.ErrCorrupt) {
 			return fmt.Errorf("part %s is corrupt: %w", p.Name, err)
 		}
 		return fmt.Errorf("part %s: %w", p.Name, err)
 	}
-	if _, err := io.Copy(io.Discard, obj); err != nil {
+	if _, err := io.Copy(io.Discard, decoded); err != nil {
 		if errors.Is(err, codec.ErrCorrupt) {
 			return fmt.Errorf("part %s is corrupt: %w", p.Name, err)
 		}
 		return fmt.Errorf("part %s: %w", p.Name, err)
 	}
+	// The decode goroutine has returned after its io.EOF, so Info is final.
+	decoded.wait()
 	info := obj.Info()
 	if info.Size != p.Size || hex.EncodeToString(info.SHA256[:]) != p.SHA256 {
 		return fmt.Errorf("%w: part %s holds %s, the backup recorded %d bytes sha256:%.16s (object replaced?)",
@@ -225,9 +278,11 @@ func extractPart(ctx context.Context, st storage.Store, b Backup, p Part, dir st
 	return nil
 }
 
-// extractTar writes the members of one tar stream below dir.
-func extractTar(ctx context.Context, r io.Reader, dir string) error {
+// extractTar writes the members of one tar stream below dir; sy syncs
+// and closes the files.
+func extractTar(ctx context.Context, r io.Reader, dir string, sy *syncer) error {
 	tr := tar.NewReader(r)
+	buf := make([]byte, pipeChunk)
 	for {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -245,7 +300,7 @@ func extractTar(ctx context.Context, r io.Reader, dir string) error {
 			}
 			return fmt.Errorf("%w: not a valid tar stream: %v", codec.ErrCorrupt, err)
 		}
-		if err := extractMember(tr, hdr, dir); err != nil {
+		if err := extractMember(tr, hdr, dir, sy, buf); err != nil {
 			return err
 		}
 	}
@@ -269,7 +324,7 @@ func memberPath(dir, name string) (string, error) {
 	return filepath.Join(dir, filepath.FromSlash(clean)), nil
 }
 
-func extractMember(tr *tar.Reader, hdr *tar.Header, dir string) error {
+func extractMember(tr *tar.Reader, hdr *tar.Header, dir string, sy *syncer, buf []byte) error {
 	p, err := memberPath(dir, hdr.Name)
 	if err != nil {
 		return err
@@ -303,19 +358,20 @@ func extractMember(tr *tar.Reader, hdr *tar.Header, dir string) error {
 		if err != nil {
 			return err
 		}
-		n, err := io.Copy(f, tr)
+		// Hiding f's ReadFrom makes the copy use buf: one write per
+		// chunk, not per 32 KiB.
+		n, err := io.CopyBuffer(struct{ io.Writer }{f}, tr, buf)
 		if err == nil && n != hdr.Size {
 			err = fmt.Errorf("tar member %q: %d bytes, header says %d", hdr.Name, n, hdr.Size)
 		}
 		if err == nil {
-			err = f.Sync()
-		}
-		if cerr := f.Close(); err == nil {
-			err = cerr
-		}
-		switch {
-		case err == nil:
+			// fsync (and the close, whose error counts too) happens on
+			// the syncer's workers while the next members are written.
+			sy.add(f)
 			return nil
+		}
+		f.Close()
+		switch {
 		case errors.Is(err, codec.ErrCorrupt):
 			return err
 		case errors.Is(err, io.ErrUnexpectedEOF):
@@ -455,8 +511,8 @@ func writeFileSync(path string, data []byte) error {
 	return nil
 }
 
-// syncTree fsyncs every directory below root (files were synced as they
-// were written), so names survive a crash before the server first starts.
+// syncTree fsyncs every directory below root (the syncer synced the files
+// before), so names survive a crash before the server first starts.
 func syncTree(root string) error {
 	return filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
 		if err != nil {

@@ -264,8 +264,22 @@ type Reader struct {
 	limit  int64 // see SetLimit; 0: none
 }
 
+// ReadOptions tune decoding; the zero value is what NewReader does.
+type ReadOptions struct {
+	// Concurrency lets the zstd decoder decode up to this many blocks
+	// ahead on its own goroutines, so Read (and the SHA-256 it computes)
+	// runs beside the decoding instead of after it. 0 or 1: decoding
+	// happens inside Read, which suits one-segment commands.
+	Concurrency int
+}
+
 // NewReader reads the header from src and returns a Reader of the original bytes.
 func NewReader(src io.Reader) (*Reader, error) {
+	return NewReaderOptions(src, ReadOptions{})
+}
+
+// NewReaderOptions is NewReader with decoding tuned by opts.
+func NewReaderOptions(src io.Reader, opts ReadOptions) (*Reader, error) {
 	var hdr [headerSize]byte
 	if _, err := io.ReadFull(src, hdr[:]); err != nil {
 		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
@@ -286,7 +300,7 @@ func NewReader(src io.Reader) (*Reader, error) {
 		r.closer = func() {}
 	case Zstd:
 		dec, err := zstd.NewReader(r.src,
-			zstd.WithDecoderConcurrency(1),
+			zstd.WithDecoderConcurrency(max(opts.Concurrency, 1)),
 			// Bounds memory on hostile input: our encoder never uses a larger window.
 			zstd.WithDecoderMaxWindow(MaxWindow),
 			zstd.WithDecoderMaxMemory(MaxWindow))

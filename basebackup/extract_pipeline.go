@@ -1,0 +1,193 @@
+package basebackup
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"sync"
+)
+
+// The restore pipeline of one tar part, each stage on its own goroutine so
+// that a restore uses more than one core and never waits for the network
+// and the disk in turn:
+//
+//	storage read ─▶ [readAhead: raw object] ─▶ zstd decode (decoder goroutines)
+//	  ─▶ codec.Reader: SHA-256 + trailer check ─▶ [readAhead: tar bytes]
+//	  ─▶ tar members written to files ─▶ [syncer: fsync workers]
+//
+// Every buffer between stages is fixed in size and number, so memory does
+// not grow with the backup: about partBuffers × pipeChunk per stage and
+// part, plus the decoder's window.
+const (
+	pipeChunk   = 1 << 20
+	partBuffers = 4
+	// decodeConcurrency is how many zstd blocks are decoded ahead.
+	decodeConcurrency = 2
+	// partsAtOnce bounds the tar parts (data directory, tablespaces)
+	// extracted concurrently, and with it the pipelines' memory.
+	partsAtOnce = 2
+	// syncWorkers fsync finished files while extraction goes on: fsync
+	// waits for the disk, not for a core, so several can be in flight.
+	syncWorkers = 4
+	// syncQueue bounds the written files waiting for fsync (each holds
+	// an open descriptor).
+	syncQueue = 64
+)
+
+// readAhead reads src on its own goroutine into a fixed set of buffers, up
+// to partBuffers chunks ahead of its consumer. Read returns what src
+// returned, in order, including src's final error; once ctx is done, Read
+// fails with ctx's error and the goroutine stops (a storage read blocked
+// on the network ends with the request's context, which is the same ctx).
+type readAhead struct {
+	ctx    context.Context
+	full   chan aheadChunk
+	free   chan []byte
+	cur    []byte // unread part of the chunk being consumed
+	curBuf []byte // that chunk's whole buffer, returned to free once read
+	err    error
+	done   chan struct{} // closed when the goroutine has returned
+}
+
+type aheadChunk struct {
+	b   []byte
+	err error
+}
+
+func startReadAhead(ctx context.Context, src io.Reader, chunk, depth int) *readAhead {
+	r := &readAhead{
+		ctx:  ctx,
+		full: make(chan aheadChunk, depth),
+		free: make(chan []byte, depth),
+		done: make(chan struct{}),
+	}
+	for range depth {
+		r.free <- make([]byte, chunk)
+	}
+	go r.fill(src)
+	return r
+}
+
+func (r *readAhead) fill(src io.Reader) {
+	defer close(r.done)
+	for {
+		var buf []byte
+		select {
+		case buf = <-r.free:
+		case <-r.ctx.Done():
+			return
+		}
+		// Hand over a quarter chunk or more at a time: fewer hand-overs
+		// between goroutines, without waiting on a slow source to fill
+		// a whole chunk while the next stage idles.
+		n, err := 0, error(nil)
+		for n < len(buf)/4 && err == nil {
+			var m int
+			m, err = src.Read(buf[n:])
+			n += m
+		}
+		select {
+		case r.full <- aheadChunk{b: buf[:n], err: err}:
+		case <-r.ctx.Done():
+			return
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+func (r *readAhead) Read(p []byte) (int, error) {
+	for len(r.cur) == 0 {
+		if r.err != nil {
+			return 0, r.err
+		}
+		if r.curBuf != nil {
+			r.free <- r.curBuf // never blocks: free holds every buffer
+			r.curBuf = nil
+		}
+		select {
+		case c := <-r.full:
+			r.curBuf, r.cur, r.err = c.b[:cap(c.b)], c.b, c.err
+		case <-r.ctx.Done():
+			r.err = r.ctx.Err()
+			return 0, r.err
+		}
+	}
+	n := copy(p, r.cur)
+	r.cur = r.cur[n:]
+	return n, nil
+}
+
+// wait returns once the goroutine has stopped; the caller must have
+// cancelled ctx or read to the end.
+func (r *readAhead) wait() { <-r.done }
+
+// syncer fsyncs and closes the files extraction wrote, on a few workers,
+// so that writing the next file never waits for the disk to flush the
+// last one. A failed fsync is the restore's failure, reported by wait.
+type syncer struct {
+	files chan *os.File
+	wg    sync.WaitGroup
+	fail  *firstError
+}
+
+func startSyncer(fail *firstError) *syncer {
+	s := &syncer{files: make(chan *os.File, syncQueue), fail: fail}
+	for range syncWorkers {
+		s.wg.Add(1)
+		go s.work()
+	}
+	return s
+}
+
+func (s *syncer) work() {
+	defer s.wg.Done()
+	for f := range s.files {
+		var err error
+		if !s.fail.failed() {
+			err = f.Sync()
+		}
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			s.fail.set(fmt.Errorf("sync %s: %w", f.Name(), err))
+		}
+	}
+}
+
+// add hands over f, written completely; the syncer closes it.
+func (s *syncer) add(f *os.File) { s.files <- f }
+
+// wait stops the workers once every file handed over is synced and closed.
+func (s *syncer) wait() {
+	close(s.files)
+	s.wg.Wait()
+}
+
+// firstError keeps the first failure of concurrent work and cancels the
+// rest: later errors are mostly the cancellation itself.
+type firstError struct {
+	mu     sync.Mutex
+	err    error
+	cancel context.CancelFunc
+}
+
+func (f *firstError) set(err error) {
+	f.mu.Lock()
+	if f.err == nil {
+		f.err = err
+	}
+	f.mu.Unlock()
+	f.cancel()
+}
+
+func (f *firstError) get() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.err
+}
+
+func (f *firstError) failed() bool { return f.get() != nil }
