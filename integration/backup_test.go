@@ -33,7 +33,7 @@ func (r *testRepo) openStore(t *testing.T) storage.Store {
 		st, err = fs.New(r.dir)
 	case "s3":
 		st, err = s3.New(context.Background(), s3.Config{Bucket: r.s3.Bucket, Prefix: r.s3Prefix, Region: r.s3.Region,
-			Endpoint: r.s3.Endpoint, AccessKeyID: r.s3.AccessKey, SecretAccessKey: r.s3.SecretKey})
+			Endpoint: r.s3.Endpoint, AccessKeyID: r.s3.AccessKey, SecretAccessKey: r.s3.SecretKey, AllowHTTP: r.s3.External()})
 	}
 	if err != nil {
 		t.Fatal(err)

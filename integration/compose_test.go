@@ -98,7 +98,7 @@ func TestComposeFileIsValid(t *testing.T) {
 		}
 	}
 	full := run("config")
-	for _, want := range []string{"PITR_TEST_S3_ENDPOINT", "PITR_TEST_S3_BUCKET", "PITR_TEST_PG_DSN", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "integration/Dockerfile"} {
+	for _, want := range []string{"PITR_TEST_S3_ENDPOINT", "PITR_TEST_S3_BUCKET", "PITR_S3_ALLOW_HTTP", "PITR_TEST_PG_DSN", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "integration/Dockerfile"} {
 		if !strings.Contains(full, want) {
 			t.Errorf("docker-compose.yml does not set %s for the tests service", want)
 		}

@@ -95,6 +95,11 @@ func newRepo(t *testing.T, kind string, server *s3test.Server) *testRepo {
 		r.url = "s3://" + server.Bucket + "/" + r.s3Prefix
 		fmt.Fprintf(&conf, "s3_endpoint: %s\ns3_region: %s\ns3_access_key_id: %s\ns3_secret_access_key: %s\n",
 			server.Endpoint, server.Region, server.AccessKey, server.SecretKey)
+		if server.External() {
+			// docker compose's s3 service is plain http on another host;
+			// a local versitygw is loopback, which pitr allows by itself.
+			conf.WriteString("s3_allow_http: true\n")
+		}
 	default:
 		t.Fatalf("unknown backend %q", kind)
 	}

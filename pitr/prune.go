@@ -539,6 +539,11 @@ type PruneResult struct {
 	DeletedBytes int64
 	// Skipped names leftovers found active again when about to delete them.
 	Skipped []string
+	// Locked counts objects the repository refused to delete because of
+	// their retention (S3 Object Lock); they go in a prune after it ends.
+	// LockedBackups names complete backups kept whole for that reason.
+	Locked        int
+	LockedBackups []string
 }
 
 // walDeleteWorkers bounds concurrent WAL deletions: enough to hide S3
@@ -563,13 +568,33 @@ func ExecutePrune(ctx context.Context, st storage.Store, plan PrunePlan, log *sl
 		if err := stopped(); err != nil {
 			return res, err
 		}
-		for _, key := range b.Keys {
-			if err := st.Delete(ctx, key); err != nil {
+		locked := 0
+		for i, key := range b.Keys {
+			err := st.Delete(ctx, key)
+			if errors.Is(err, storage.ErrLocked) {
+				locked++
+				if i == 0 {
+					// The metadata goes first: while it stays, the backup
+					// is complete and stays whole.
+					break
+				}
+				continue
+			}
+			if err != nil {
 				if stop := stopped(); stop != nil {
 					return res, stop
 				}
 				return res, fmt.Errorf("delete backup %s: %w", b.Backup.Name, err)
 			}
+		}
+		res.Locked += locked
+		if locked > 0 {
+			if _, err := st.Stat(ctx, b.Keys[0]); err == nil {
+				res.LockedBackups = append(res.LockedBackups, b.Backup.Name)
+				log.Warn("backup is under retention (object lock); kept until it ends", "backup", b.Backup.Name)
+				continue
+			}
+			log.Warn("backup deleted, but some of its objects are under retention (object lock); a later prune removes them", "backup", b.Backup.Name, "locked", locked)
 		}
 		res.Backups++
 		res.DeletedBytes += b.StoredSize
@@ -580,6 +605,11 @@ func ExecutePrune(ctx context.Context, st storage.Store, plan PrunePlan, log *sl
 			return res, err
 		}
 		outcome, err := deleteLeftover(ctx, st, plan, lo)
+		if errors.Is(err, storage.ErrLocked) {
+			res.Locked++
+			log.Warn("incomplete backup is under retention (object lock); left for a later prune", "backup", lo.Name)
+			continue
+		}
 		if err != nil {
 			if stop := stopped(); stop != nil {
 				return res, stop
@@ -598,8 +628,21 @@ func ExecutePrune(ctx context.Context, st storage.Store, plan PrunePlan, log *sl
 		res.DeletedBytes += lo.StoredSize
 		log.Info("deleted incomplete backup", "backup", lo.Name, "last_written", lo.LastWritten, "stored", lo.StoredSize)
 	}
-	n, bytes, err := deleteWAL(ctx, st, plan.DeleteWAL, stopped)
+	if len(res.LockedBackups) > 0 {
+		// WAL is written before the backups that need it, so its retention
+		// may have ended while theirs has not: deleting it now would leave
+		// a complete backup that cannot be restored.
+		if len(plan.DeleteWAL) > 0 {
+			log.Warn("no WAL deleted: backups it belongs to are under retention", "backups", strings.Join(res.LockedBackups, ", "))
+		}
+		return res, nil
+	}
+	n, locked, bytes, err := deleteWAL(ctx, st, plan.DeleteWAL, stopped)
 	res.WAL, res.DeletedBytes = n, res.DeletedBytes+bytes
+	res.Locked += locked
+	if locked > 0 {
+		log.Warn("WAL files under retention (object lock) left for a later prune", "files", locked)
+	}
 	if n > 0 {
 		log.Info("deleted WAL", "files", n, "stored", bytes, "first", plan.DeleteWAL[0].Name, "last", plan.DeleteWAL[len(plan.DeleteWAL)-1].Name)
 	}
@@ -641,15 +684,11 @@ const (
 // deleteWAL deletes files with a few workers, oldest first in batches, and
 // checks stopped between batches. The order is only tidiness: every file in
 // the list is unneeded, so a partial run leaves no hole anything relies on.
-func deleteWAL(ctx context.Context, st storage.Store, files []PrunedWAL, stopped func() error) (int, int64, error) {
+func deleteWAL(ctx context.Context, st storage.Store, files []PrunedWAL, stopped func() error) (deleted, locked int, bytes int64, err error) {
 	const batch = 64
-	var (
-		deleted int
-		bytes   int64
-	)
 	for start := 0; start < len(files); start += batch {
 		if err := stopped(); err != nil {
-			return deleted, bytes, err
+			return deleted, locked, bytes, err
 		}
 		part := files[start:min(start+batch, len(files))]
 		errs := make([]error, len(part))
@@ -670,17 +709,21 @@ func deleteWAL(ctx context.Context, st storage.Store, files []PrunedWAL, stopped
 		close(next)
 		wg.Wait()
 		for i, err := range errs {
+			if errors.Is(err, storage.ErrLocked) {
+				locked++
+				continue
+			}
 			if err != nil {
 				if stop := stopped(); stop != nil {
-					return deleted, bytes, stop
+					return deleted, locked, bytes, stop
 				}
-				return deleted, bytes, fmt.Errorf("delete WAL file %s: %w", part[i].Name, err)
+				return deleted, locked, bytes, fmt.Errorf("delete WAL file %s: %w", part[i].Name, err)
 			}
 			deleted++
 			bytes += part[i].StoredSize
 		}
 	}
-	return deleted, bytes, nil
+	return deleted, locked, bytes, nil
 }
 
 // Describe writes the plan for a person: what goes, what stays and why.

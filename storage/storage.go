@@ -18,6 +18,11 @@ import (
 // ask": restore_command must exit 1 only in the first case.
 var ErrNotExist = errors.New("object does not exist")
 
+// ErrLocked is returned (wrapped, and permanent) by Delete or Put when the
+// backend refuses because the object is under retention (S3 Object Lock).
+// Prune skips such objects instead of failing.
+var ErrLocked = errors.New("object is locked by its retention period")
+
 // ObjectInfo describes one stored object.
 type ObjectInfo struct {
 	Key     string

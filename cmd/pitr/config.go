@@ -32,6 +32,11 @@ type Config struct {
 	S3ForcePathStyle bool   `yaml:"s3_force_path_style" doc:"use path-style S3 URLs (implied by s3_endpoint)"`
 	S3AccessKeyID    string `yaml:"s3_access_key_id" secret:"true" doc:"S3 access key (default: the AWS credential chain, e.g. AWS_ACCESS_KEY_ID)"`
 	S3SecretKey      string `yaml:"s3_secret_access_key" secret:"true" doc:"S3 secret key (default: the AWS credential chain)"`
+	S3AllowHTTP      bool   `yaml:"s3_allow_http" doc:"allow a plain http:// s3_endpoint on another machine (loopback is always allowed); otherwise https is required"`
+	S3SSE            string `yaml:"s3_sse" doc:"server-side encryption of every object written: AES256 (SSE-S3) or aws:kms (SSE-KMS); default: the bucket's setting"`
+	S3SSEKMSKeyID    string `yaml:"s3_sse_kms_key_id" doc:"KMS key id or ARN for s3_sse: aws:kms (default: the account's aws/s3 key)"`
+	S3ObjectLockMode string `yaml:"s3_object_lock_mode" doc:"S3 Object Lock retention mode for every object written: GOVERNANCE or COMPLIANCE (the bucket must have Object Lock enabled); needs s3_object_lock_days"`
+	S3ObjectLockDays int    `yaml:"s3_object_lock_days" doc:"days each written object stays undeletable and unchangeable under s3_object_lock_mode; keep it below your retention (prune skips locked objects)"`
 	Compression      string `yaml:"compression" doc:"zstd (default) or none"`
 	CompressionLevel int    `yaml:"compression_level" doc:"1 (fastest) to 4 (smallest); default 2"`
 	LogLevel         string `yaml:"log_level" doc:"debug, info (default), warn or error"`

@@ -148,10 +148,15 @@ func pruneRepository(ctx context.Context, env *environment, st storage.Store, po
 	res, err := pitr.ExecutePrune(work, st, plan, env.log)
 	fmt.Fprintf(env.stdout, "Deleted %d %s, %d incomplete, %d WAL files: %s\n",
 		res.Backups, plural(res.Backups, "backup", "backups"), res.Leftovers, res.WAL, units.Bytes(res.DeletedBytes))
+	if res.Locked > 0 {
+		// Not a failure: retention (S3 Object Lock) is doing its job.
+		fmt.Fprintf(env.stdout, "Skipped %d %s under retention (object lock); a prune after it ends removes them\n",
+			res.Locked, plural(res.Locked, "object", "objects"))
+	}
 	if err != nil {
 		return res, err
 	}
-	env.log.Info("prune complete", "backups", res.Backups, "incomplete", res.Leftovers, "wal_files", res.WAL,
+	env.log.Info("prune complete", "backups", res.Backups, "incomplete", res.Leftovers, "wal_files", res.WAL, "locked", res.Locked,
 		"stored", res.DeletedBytes, "kept", len(plan.Keep), "duration", time.Since(start).Round(time.Millisecond))
 	return res, nil
 }

@@ -56,6 +56,11 @@ func openStore(ctx context.Context, cfg Config, log *slog.Logger, retries retry.
 			ForcePathStyle:  cfg.S3ForcePathStyle,
 			AccessKeyID:     cfg.S3AccessKeyID,
 			SecretAccessKey: cfg.S3SecretKey,
+			AllowHTTP:       cfg.S3AllowHTTP,
+			SSE:             cfg.S3SSE,
+			SSEKMSKeyID:     cfg.S3SSEKMSKeyID,
+			ObjectLockMode:  strings.ToUpper(cfg.S3ObjectLockMode),
+			ObjectLockDays:  cfg.S3ObjectLockDays,
 		})
 	default:
 		return nil, fmt.Errorf("repository URL %q: unsupported scheme %q (want file:// or s3://)", cfg.Repo, u.Scheme)

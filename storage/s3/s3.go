@@ -22,6 +22,7 @@ import (
 	"sort"
 	"strings"
 	"sync/atomic"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
@@ -29,6 +30,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/feature/s3/manager"
 	awss3 "github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 	"github.com/aws/smithy-go"
 
 	"github.com/pitr-dev/pitr/storage"
@@ -64,7 +66,32 @@ type Config struct {
 	// AccessKeyID and SecretAccessKey, when both set, replace the SDK's
 	// credential chain (for keys kept in pitr's config file).
 	AccessKeyID, SecretAccessKey string
+
+	// AllowHTTP permits a plain-http endpoint on another machine. Without
+	// it only https is accepted, except on loopback (see checkEndpoint).
+	AllowHTTP bool
+	// SSE asks the server to encrypt every object it stores: "" (the
+	// bucket's default), SSEAES256 (SSE-S3) or SSEKMS (SSE-KMS, with
+	// SSEKMSKeyID or the account's default KMS key).
+	SSE         string
+	SSEKMSKeyID string
+	// ObjectLockMode (ObjectLockGovernance or ObjectLockCompliance) and
+	// ObjectLockDays put a retention period on every object written, so
+	// that it cannot be deleted or overwritten until then, even with this
+	// store's credentials. The bucket must have Object Lock enabled.
+	ObjectLockMode string
+	ObjectLockDays int
+	// Now is the clock retention dates count from; nil: time.Now.
+	Now func() time.Time
 }
+
+// Values of Config.SSE and Config.ObjectLockMode, as S3 spells them.
+const (
+	SSEAES256            = "AES256"
+	SSEKMS               = "aws:kms"
+	ObjectLockGovernance = "GOVERNANCE"
+	ObjectLockCompliance = "COMPLIANCE"
+)
 
 // Store is a storage.Store backed by one bucket.
 type Store struct {
@@ -74,6 +101,7 @@ type Store struct {
 	bucket   string
 	prefix   string // "" or ends with "/"
 	partSize int64
+	cfg      Config // SSE and Object Lock settings applied to every Put
 
 	// bucketSeen is set once the bucket answered, so that Stat pays for
 	// telling "no such key" from "no such bucket" at most once.
@@ -97,6 +125,9 @@ func New(ctx context.Context, cfg Config, optFns ...func(*config.LoadOptions) er
 	}
 	if cfg.Concurrency <= 0 {
 		cfg.Concurrency = DefaultConcurrency
+	}
+	if err := checkProtection(cfg); err != nil {
+		return nil, err
 	}
 
 	// S3-compatible servers often reject (or mis-verify) the CRC checksums
@@ -135,6 +166,11 @@ func New(ctx context.Context, cfg Config, optFns ...func(*config.LoadOptions) er
 	if client.Options().Region == "" {
 		return nil, errors.New("s3: no region configured (set AWS_REGION or the region option)")
 	}
+	// Checked on the endpoint the SDK resolved, so one that comes from
+	// AWS_ENDPOINT_URL_S3 or a profile is held to the same rule.
+	if err := checkEndpoint(aws.ToString(client.Options().BaseEndpoint), cfg.AllowHTTP); err != nil {
+		return nil, err
+	}
 	//lint:ignore SA1019 feature/s3/transfermanager (its successor) is not a dependency yet
 	uploader := manager.NewUploader(client, func(u *manager.Uploader) {
 		u.PartSize = cfg.PartSize
@@ -154,6 +190,7 @@ func New(ctx context.Context, cfg Config, optFns ...func(*config.LoadOptions) er
 		bucket:   cfg.Bucket,
 		prefix:   prefix,
 		partSize: cfg.PartSize,
+		cfg:      cfg,
 	}, nil
 }
 
@@ -180,12 +217,9 @@ func (s *Store) Put(ctx context.Context, key string, r io.Reader) error {
 			r = readerOnly{r}
 		}
 		if ok && size <= s.partSize {
-			_, err := s.client.PutObject(ctx, &awss3.PutObjectInput{
-				Bucket:        &s.bucket,
-				Key:           s.key(key),
-				Body:          rs,
-				ContentLength: aws.Int64(size),
-			})
+			in := s.putInput(key, rs)
+			in.ContentLength = aws.Int64(size)
+			_, err := s.client.PutObject(ctx, in)
 			if err != nil {
 				return fmt.Errorf("s3 put %s: %w", key, mapErr(err))
 			}
@@ -193,11 +227,7 @@ func (s *Store) Put(ctx context.Context, key string, r io.Reader) error {
 			return nil
 		}
 	}
-	_, err := s.uploader.Upload(ctx, &awss3.PutObjectInput{
-		Bucket: &s.bucket,
-		Key:    s.key(key),
-		Body:   r,
-	})
+	_, err := s.uploader.Upload(ctx, s.putInput(key, r))
 	if err != nil {
 		return fmt.Errorf("s3 put %s: %w", key, mapErr(err))
 	}
@@ -355,6 +385,35 @@ func (s *Store) Delete(ctx context.Context, key string) error {
 	return nil
 }
 
+// putInput is the request for every upload: single PutObject and multipart
+// (the uploader copies encryption and lock settings into
+// CreateMultipartUpload).
+func (s *Store) putInput(key string, body io.Reader) *awss3.PutObjectInput {
+	in := &awss3.PutObjectInput{Bucket: &s.bucket, Key: s.key(key), Body: body}
+	switch s.cfg.SSE {
+	case SSEAES256:
+		in.ServerSideEncryption = types.ServerSideEncryptionAes256
+	case SSEKMS:
+		in.ServerSideEncryption = types.ServerSideEncryptionAwsKms
+		if s.cfg.SSEKMSKeyID != "" {
+			in.SSEKMSKeyId = aws.String(s.cfg.SSEKMSKeyID)
+		}
+	}
+	if s.cfg.ObjectLockMode != "" {
+		now := time.Now
+		if s.cfg.Now != nil {
+			now = s.cfg.Now
+		}
+		in.ObjectLockMode = types.ObjectLockMode(s.cfg.ObjectLockMode)
+		in.ObjectLockRetainUntilDate = aws.Time(now().UTC().Add(time.Duration(s.cfg.ObjectLockDays) * 24 * time.Hour))
+		// S3 requires an integrity checksum on uploads that set a
+		// retention (Content-MD5 or an x-amz-checksum-*), which the client
+		// otherwise sends only where an operation demands it.
+		in.ChecksumAlgorithm = types.ChecksumAlgorithmCrc32
+	}
+	return in
+}
+
 // checkKey applies the same rules as the fs backend, so a key that works on
 // one backend works on all; S3-compatible servers backed by a file system
 // would otherwise map ".." or "a//b" onto surprising paths.
@@ -407,6 +466,8 @@ func mapErr(err error) error {
 	}
 	status := statusCode(err)
 	switch {
+	case isLocked(code, err):
+		return storage.Permanent(fmt.Errorf("%w: %w", storage.ErrLocked, err))
 	case permanentCodes[code]:
 		return storage.Permanent(err)
 	case code == "NoSuchKey" || code == "NotFound" || (code == "" && status == http.StatusNotFound):

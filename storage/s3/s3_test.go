@@ -36,7 +36,9 @@ func TestMain(m *testing.M) { os.Exit(s3test.Main(m)) }
 // passed explicitly so the developer's ~/.aws or AWS_* cannot interfere.
 func newStore(t testing.TB, srv *s3test.Server, mod func(*Config), opts ...func(*config.LoadOptions) error) *Store {
 	t.Helper()
-	cfg := Config{Bucket: srv.Bucket, Prefix: srv.NewPrefix(t), Region: srv.Region, Endpoint: srv.Endpoint}
+	// AllowHTTP: an external test server (docker compose) is plain http on
+	// another host; the local one is loopback and would not need it.
+	cfg := Config{Bucket: srv.Bucket, Prefix: srv.NewPrefix(t), Region: srv.Region, Endpoint: srv.Endpoint, AllowHTTP: true}
 	if mod != nil {
 		mod(&cfg)
 	}
@@ -67,7 +69,7 @@ func TestConfigFromEnvironment(t *testing.T) {
 	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", os.DevNull)
 	t.Setenv("AWS_PROFILE", "")
 	prefix := srv.NewPrefix(t)
-	s, err := New(t.Context(), Config{Bucket: srv.Bucket, Prefix: "/" + prefix + "/"})
+	s, err := New(t.Context(), Config{Bucket: srv.Bucket, Prefix: "/" + prefix + "/", AllowHTTP: srv.External()})
 	if err != nil {
 		t.Fatal(err)
 	}
