@@ -72,6 +72,11 @@ type Backup struct {
 	Method string `json:"method,omitempty"`
 	// BackupFrom is backup_label's BACKUP FROM: primary or standby.
 	BackupFrom string `json:"backup_from,omitempty"`
+
+	// ConfigFiles are the server's configuration files (config_file,
+	// hba_file, ident_file and their includes); those outside the data
+	// directory are objects of the backup. See ConfigFile.
+	ConfigFiles []ConfigFile `json:"config_files,omitempty"`
 }
 
 // TableEstimate is one table's estimated row count at backup time.

@@ -159,6 +159,7 @@ func Take(ctx context.Context, o Options) (Backup, error) {
 	defer cancel(nil)
 	stopHeartbeat := r.heartbeat(ctx, cancel)
 	r.cleanupLeftovers(ctx)
+	r.config = r.captureConfig(ctx)
 
 	b, err := r.take(ctx, pgBaseBackup, useProtocol, rateKB)
 	stopHeartbeat()
@@ -237,6 +238,7 @@ type run struct {
 	label     string
 	startTime time.Time
 	tables    []TableEstimate
+	config    []ConfigFile
 	lastBeat  atomic.Int64 // unix nanos (local monotonic-free clock) of the last heartbeat written
 	streamed  atomic.Int64 // bytes read from the server so far
 }
@@ -467,6 +469,7 @@ func (r *run) take(ctx context.Context, pgBaseBackup string, useProtocol bool, r
 		BackupFrom:       label.From,
 		PitrVersion:      r.o.PitrVersion,
 		Tables:           r.tables,
+		ConfigFiles:      r.config,
 	}
 	b.Parts = append(sink.parts, manifestPart)
 	for _, p := range b.Parts {

@@ -9,7 +9,9 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"os/user"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -104,9 +106,7 @@ func newRepo(t *testing.T, kind string, server *s3test.Server) *testRepo {
 		t.Fatalf("unknown backend %q", kind)
 	}
 	fmt.Fprintf(&conf, "repo: %s\n", r.url)
-	if err := os.WriteFile(r.configPath, []byte(conf.String()), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	writePrivateFile(t, r.configPath, conf.String())
 	// A failed test shows what pitr said, not only what the test expected:
 	// the server logs (with archive_command's and restore_command's output)
 	// come from pgtest's own cleanup.
@@ -129,6 +129,31 @@ func newRepo(t *testing.T, kind string, server *s3test.Server) *testRepo {
 			r.kind, r.url, skipped, strings.Join(calls, "\n"))
 	})
 	return r
+}
+
+// writePrivateFile writes a file that may hold secrets the way an operator
+// must (pitr refuses it otherwise): mode 0600, owned by the user pitr runs
+// as, here the cluster user.
+func writePrivateFile(t *testing.T, path, content string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if os.Geteuid() != 0 {
+		return
+	}
+	u, err := user.Lookup(pgtest.UserName())
+	if err != nil {
+		t.Fatal(err)
+	}
+	uid, _ := strconv.Atoi(u.Uid)
+	gid, _ := strconv.Atoi(u.Gid)
+	if err := os.Chown(path, uid, gid); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // lastLines returns the last n lines of s, saying how many were cut.

@@ -221,11 +221,23 @@ func TestStreamRestartNoGapWithArchivePush(t *testing.T) {
 	s.kill() // mid-segment, no final upload
 	generateWAL(t, c, 2)
 	c.Exec(t, "INSERT INTO rpo VALUES ('two')")
+	// A dead streamer with its slot holding WAL is an alarm, loudly.
+	status := func() result {
+		return r.pitr(t, c.BaseDir(), "status", "--dsn", c.DSN(), "--max-drill-age", "0")
+	}
+	res := status()
+	if res.code == 0 || !strings.Contains(res.stdout, "PROBLEM: pitr stream is not running, but its replication slot pitr holds") ||
+		!strings.Contains(res.stdout, "fills the server's disk") {
+		t.Fatalf("pitr status with the streamer down and its slot holding WAL: %v", res)
+	}
 	s = startStream(t, r, c)
 	generateWAL(t, c, 1)
 	c.Exec(t, "INSERT INTO rpo VALUES ('three')")
 	lsn := c.QueryString(t, "SELECT pg_current_wal_lsn()::text")
 	waitDurable(t, r, c, s, lsn)
+	if res := status(); res.code != 0 || !strings.Contains(res.stdout, "slot:       pitr active") {
+		t.Fatalf("pitr status with the streamer running: %v", res)
+	}
 	// Everything archive-push ships too must match what the streamer stored.
 	c.WaitArchived(t, c.SwitchWAL(t), time.Minute)
 	if failed := c.QueryInt(t, "SELECT failed_count FROM pg_stat_archiver"); failed != 0 {

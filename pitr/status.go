@@ -37,6 +37,8 @@ type Status struct {
 
 	LastDrill *DrillReport  `json:"last_drill,omitempty"`
 	Server    *ServerStatus `json:"server,omitempty"`
+	// Stream is pitr stream's progress and slot; nil when not asked.
+	Stream *StreamStatus `json:"stream,omitempty"`
 
 	// Problems are the exceeded thresholds and failures, one line each.
 	Problems []string `json:"problems"`
@@ -92,6 +94,7 @@ type Thresholds struct {
 	MaxArchiveLag time.Duration
 	MaxBackupAge  time.Duration
 	MaxDrillAge   time.Duration
+	MaxStreamLag  time.Duration
 }
 
 // ComputeStatus describes the repository from what LoadInputs read. It does
@@ -211,6 +214,9 @@ func (s *Status) Evaluate(th Thresholds) {
 			s.Problems = append(s.Problems, fmt.Sprintf("newest archived segment %s is %s old (max %s; the server was not reachable to tell whether it is idle)",
 				s.NewestSegment, age2(now.Sub(s.NewestArchivedAt)), age2(th.MaxArchiveLag)))
 		}
+	}
+	if s.Stream != nil {
+		s.Problems = append(s.Problems, s.Stream.problems(th.MaxStreamLag)...)
 	}
 	if th.MaxDrillAge > 0 {
 		switch d := s.LastDrill; {
@@ -373,6 +379,9 @@ func (s Status) Describe(w io.Writer) {
 			fmt.Fprintf(w, " (last %s at %s)", srv.LastFailedWAL, FormatPGTime(*srv.LastFailedTime))
 		}
 		fmt.Fprintln(w)
+	}
+	if s.Stream != nil {
+		s.Stream.describe(w)
 	}
 	if len(s.Problems) == 0 {
 		fmt.Fprintf(w, "OK\n")

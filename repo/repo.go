@@ -1,7 +1,7 @@
 // Package repo owns the repository layout: the format marker at the root and
 // the key of every object, so that no other package formats a key by hand.
 //
-//	pitr-repository.json                          format marker (plain JSON, written once)
+//	pitr-repository.json                          format marker (plain JSON, written once, never encrypted)
 //	<system id>/wal/<TTTTTTTTXXXXXXXX>/<segment>  WAL segments, .partial and .backup files
 //	<system id>/wal/<TTTTTTTT>.history            timeline history files
 //	<system id>/basebackups/<name>/base.tar       base backup: the data directory's tar stream
@@ -18,6 +18,8 @@
 //
 // Every object below <system id>/ is in the codec format (storage/codec),
 // except the plain-JSON backup.json, dump.json and drill reports.
+// In an encrypted repository (storage/crypt) every object below <system id>/
+// is encrypted, whatever its format, and the marker records that (Encryption).
 // Keying by the database system identifier means two clusters can never mix
 // their WAL, even if the marker check were bypassed; the marker binds the
 // repository to one system so archive-push refuses a foreign cluster loudly.
@@ -56,6 +58,71 @@ type Marker struct {
 	Version          int       `json:"version"`
 	SystemIdentifier SystemID  `json:"system_identifier"`
 	CreatedAt        time.Time `json:"created_at"`
+	// Encryption is set when the repository's objects are encrypted. Absent
+	// means plaintext; pitr never mixes the two in one repository.
+	Encryption *Encryption `json:"encryption,omitempty"`
+}
+
+// Encryption records how a repository is encrypted. Recipients are the
+// public keys it was created with, for people reading the marker: after a
+// key rotation new objects go to other keys, and that is fine.
+type Encryption struct {
+	Scheme     string   `json:"scheme"`
+	Recipients []string `json:"recipients,omitempty"`
+}
+
+// encrypter is implemented by the storage/crypt wrapper; a store with one in
+// its stack (see storage.Unwrapper) reads and writes encrypted objects.
+type encrypter interface {
+	EncryptionScheme() string
+	EncryptionRecipients() []string
+}
+
+func encryptionOf(st storage.Store) *Encryption {
+	for st != nil {
+		if e, ok := st.(encrypter); ok {
+			return &Encryption{Scheme: e.EncryptionScheme(), Recipients: e.EncryptionRecipients()}
+		}
+		u, ok := st.(storage.Unwrapper)
+		if !ok {
+			return nil
+		}
+		st = u.Unwrap()
+	}
+	return nil
+}
+
+// ErrEncryptionMismatch means the configuration and the repository disagree
+// about encryption: writing would mix plaintext and encrypted objects, and
+// reading cannot work.
+var ErrEncryptionMismatch = errors.New("encryption mismatch")
+
+// checkEncryption refuses a store whose encryption disagrees with the marker.
+func checkEncryption(m Marker, st storage.Store) error {
+	have := encryptionOf(st)
+	switch {
+	case m.Encryption != nil && have == nil:
+		return fmt.Errorf("%w: this repository is encrypted (%s) but no encryption is configured here: "+
+			"set encryption_recipients (to archive and back up) or encryption_identity_file (to restore)", ErrEncryptionMismatch, m.Encryption.Scheme)
+	case m.Encryption == nil && have != nil:
+		return fmt.Errorf("%w: encryption is configured but this repository is not encrypted; "+
+			"pitr does not mix plaintext and encrypted objects: use a new repository (or prefix) for encrypted archives, or remove the encryption settings", ErrEncryptionMismatch)
+	case m.Encryption != nil && m.Encryption.Scheme != have.Scheme:
+		return fmt.Errorf("%w: repository is encrypted with %q, this pitr encrypts with %q", ErrEncryptionMismatch, m.Encryption.Scheme, have.Scheme)
+	}
+	return nil
+}
+
+// IsSystemKey reports whether key lies below a database system's
+// directory: the objects that hold data, encrypted in an encrypted
+// repository. The marker, prune's lock and check's probe are not.
+func IsSystemKey(key string) bool {
+	first, _, ok := strings.Cut(key, "/")
+	if !ok || first == "" {
+		return false
+	}
+	_, err := strconv.ParseUint(first, 10, 64)
+	return err == nil
 }
 
 // SystemID is a database system identifier. It is written as a decimal
@@ -108,6 +175,9 @@ func ReadMarker(ctx context.Context, st storage.Store) (Marker, error) {
 	if m.SystemIdentifier == 0 {
 		return Marker{}, fmt.Errorf("repository marker %s has no system identifier", MarkerKey)
 	}
+	if err := checkEncryption(m, st); err != nil {
+		return Marker{}, err
+	}
 	return m, nil
 }
 
@@ -125,7 +195,7 @@ func Init(ctx context.Context, st storage.Store, id SystemID, now time.Time) (Ma
 	if !errors.Is(err, ErrNoRepository) {
 		return Marker{}, err
 	}
-	m = Marker{Format: formatName, Version: FormatVersion, SystemIdentifier: id, CreatedAt: now.UTC()}
+	m = Marker{Format: formatName, Version: FormatVersion, SystemIdentifier: id, CreatedAt: now.UTC(), Encryption: encryptionOf(st)}
 	b, err := json.MarshalIndent(m, "", "  ")
 	if err != nil {
 		return Marker{}, err

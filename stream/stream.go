@@ -493,8 +493,14 @@ func (s *Streamer) receive(ctx context.Context, conn *pgconn.PgConn) (wal.Timeli
 					return 0, 0, err
 				}
 				s.server = max(s.server, wal.LSN(x.ServerWALEnd))
-				if err := s.write(ctx, conn, wal.LSN(x.WALStart), x.WALData); err != nil {
+				completed, err := s.write(ctx, wal.LSN(x.WALStart), x.WALData)
+				if err != nil {
 					return 0, 0, err
+				}
+				if completed {
+					if err := s.sendStatus(ctx, conn, false); err != nil {
+						return 0, 0, err
+					}
 				}
 			}
 		case *pgproto3.CopyDone:
@@ -512,13 +518,13 @@ func (s *Streamer) receive(ctx context.Context, conn *pgconn.PgConn) (wal.Timeli
 	}
 }
 
-// write copies WAL at lsn into the segment buffer, completing segments as
-// they fill up.
-func (s *Streamer) write(ctx context.Context, conn *pgconn.PgConn, lsn wal.LSN, data []byte) error {
+// write copies WAL at lsn into the segment buffer, storing segments as they
+// fill up; completed says at least one was, so the server should hear.
+func (s *Streamer) write(ctx context.Context, lsn wal.LSN, data []byte) (completed bool, err error) {
 	for len(data) > 0 {
 		segStart := s.segSize.StartLSN(s.seg)
-		if lsn < segStart || lsn != segStart+wal.LSN(s.received) {
-			return fmt.Errorf("the server sent WAL at %s, expected %s", lsn, segStart+wal.LSN(s.received))
+		if lsn != segStart+wal.LSN(s.received) {
+			return completed, fmt.Errorf("the server sent WAL at %s, expected %s", lsn, segStart+wal.LSN(s.received))
 		}
 		n := copy(s.buf[s.received:], data)
 		s.received += n
@@ -526,18 +532,16 @@ func (s *Streamer) write(ctx context.Context, conn *pgconn.PgConn, lsn wal.LSN, 
 		data, lsn = data[n:], lsn+wal.LSN(n)
 		if s.received == len(s.buf) {
 			if err := s.completeSegment(ctx); err != nil {
-				return err
+				return completed, err
 			}
-			if err := s.sendStatus(ctx, conn, false); err != nil {
-				return err
-			}
+			completed = true
 			s.seg++
 			s.uploaded = 0
 			clear(s.buf)
 			s.received, s.dirty = 0, false
 		}
 	}
-	return nil
+	return completed, nil
 }
 
 // completeSegment stores the full segment (archive-push's rules), then

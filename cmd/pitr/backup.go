@@ -249,6 +249,16 @@ func writeBackupDetails(w io.Writer, b basebackup.Backup) error {
 	for _, ts := range b.Tablespaces {
 		row(fmt.Sprintf("tablespace %d", ts.OID), fmt.Sprintf("%s at %s (%s)", orDash(ts.Name), ts.Location, ts.Part))
 	}
+	for _, f := range b.ConfigFiles {
+		switch {
+		case f.Error != "":
+			row("config "+f.Kind, fmt.Sprintf("%s NOT CAPTURED: %s", orDash(f.Path), f.Error))
+		case f.InDataDirectory:
+			row("config "+f.Kind, f.Path+" (in the data directory, restored with it)")
+		default:
+			row("config "+f.Kind, fmt.Sprintf("%s (%s, %s)", f.Path, f.Object, units.Bytes(f.Size)))
+		}
+	}
 	row("pitr version", b.PitrVersion)
 	return tw.Flush()
 }

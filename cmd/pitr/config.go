@@ -14,6 +14,8 @@ import (
 	"strings"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/pitr-dev/pitr/storage/crypt"
 )
 
 // DefaultConfigFile is read when neither --config nor PITR_CONFIG names a
@@ -69,6 +71,9 @@ type Config struct {
 	NotifyURL      string `yaml:"notify_url" secret:"true" doc:"pitr agent POSTs JSON (with a Slack-compatible text field) here when a scheduled backup, prune or drill fails"`
 	NotifySuccess  bool   `yaml:"notify_success" doc:"also send successful runs to notify_url"`
 	DeadmanURL     string `yaml:"deadman_url" secret:"true" doc:"pitr agent GETs this URL after each successful scheduled backup or drill (a dead man's switch such as healthchecks.io), so silence raises an alarm"`
+
+	EncryptionRecipients   string `yaml:"encryption_recipients" doc:"encrypt the repository to these age public keys: age1... keys separated by commas, or a file of them, one a line; all the archiving host needs"`
+	EncryptionIdentityFile string `yaml:"encryption_identity_file" doc:"file of age private keys (AGE-SECRET-KEY-1..., mode 0600) that decrypt the repository, for restore, drill and wal-fetch hosts; keep old keys in it after a rotation"`
 
 	// File is the config file that was read, if any (not a setting).
 	File string `yaml:"-"`
@@ -169,7 +174,33 @@ func loadConfigFile(cfg *Config, path string) (string, error) {
 	if err := dec.Decode(cfg); err != nil && !errors.Is(err, io.EOF) {
 		return "", fmt.Errorf("config file %s: %w", path, err)
 	}
+	if err := checkSecretFile(cfg, path); err != nil {
+		return "", fmt.Errorf("config file: %w", err)
+	}
 	return path, nil
+}
+
+// checkSecretFile refuses a config file that sets a secret (cfg holds only
+// the file's settings yet) while group or others may read it.
+func checkSecretFile(cfg *Config, path string) error {
+	v := reflect.ValueOf(cfg).Elem()
+	var secrets []string
+	for _, f := range configFields() {
+		if f.secret && !v.Field(f.index).IsZero() {
+			secrets = append(secrets, f.key)
+		}
+	}
+	if len(secrets) == 0 {
+		return nil
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		return err
+	}
+	if err := crypt.CheckPrivateMode(path, fi); err != nil {
+		return fmt.Errorf("%w (it sets %s)", err, strings.Join(secrets, ", "))
+	}
+	return nil
 }
 
 func setField(cfg *Config, f configField, v string) error {

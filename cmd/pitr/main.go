@@ -53,6 +53,7 @@ func commands() []command {
 		{name: "stream", summary: "stream WAL continuously from the server (replication slot) so a crash loses seconds, not a segment", run: runStream},
 		{name: "status", summary: "archive lag, WAL gaps, backups, recovery window, last drill; non-zero past thresholds", run: runStatus},
 		{name: "check", summary: "check the archiving setup end to end; names each wrong setting and its fix", run: runCheck},
+		{name: "key", summary: "encryption keys: key generate FILE (new private key, prints the public key), key public FILE", run: runKey},
 		{name: "version", summary: "print the version", run: runVersion},
 	}
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/pitr-dev/pitr/archive"
 	"github.com/pitr-dev/pitr/archive/wal"
+	"github.com/pitr-dev/pitr/basebackup"
 	"github.com/pitr-dev/pitr/pitr"
 	"github.com/pitr-dev/pitr/repo"
 	"github.com/pitr-dev/pitr/storage"
@@ -37,7 +38,8 @@ func runRestore(ctx context.Context, env *environment, args []string) error {
 	tz := fs.String("tz", "", "time zone for a --target time without one (default: $TZ, else this machine's zone)")
 	pgdata := fs.String("pgdata", "", "data directory to restore into (must be empty or absent)")
 	backupName := fs.String("backup", "", "restore this backup instead of choosing one")
-	force := fs.Bool("force", false, "delete the contents of a non-empty --pgdata first")
+	force := fs.Bool("force", false, "delete the contents of a non-empty --pgdata first, and overwrite existing files in --config-dir")
+	configDir := fs.String("config-dir", "", "where the backup's captured configuration files (postgresql.conf, pg_hba.conf, ... from outside the data directory) are restored, each below its original path (default <pgdata>_config)")
 	dryRun := fs.Bool("dry-run", false, "print the plan and exit without touching the disk")
 	skipCheck := fs.Bool("skip-target-check", false, "do not scan the archived WAL (pg_waldump) for a commit after a time target")
 	start := fs.Bool("start", false, "start the restored server, wait until recovery reaches the target, and report where it stopped")
@@ -114,10 +116,20 @@ func runRestore(ctx context.Context, env *environment, args []string) error {
 		fmt.Fprintln(env.stdout, "dry run: nothing was written")
 		return nil
 	}
+	if *configDir == "" {
+		abs, _ := filepath.Abs(*pgdata)
+		*configDir = abs + "_config"
+	}
+	if err := basebackup.CheckConfigRestore(plan.Backup, *configDir, *force); err != nil {
+		return err
+	}
 	err = pitr.Execute(ctx, st, plan, pitr.RestoreOptions{
 		PGData: *pgdata, Force: *force, TablespaceMap: mapping, RestoreCommand: restoreCmd,
 	}, env.log)
 	if err != nil {
+		return err
+	}
+	if err := restoreConfigFiles(ctx, env, st, plan.Backup, *configDir, *force); err != nil {
 		return err
 	}
 	abs, _ := filepath.Abs(*pgdata)
@@ -310,4 +322,24 @@ func restoreCommandFor(cfg Config) (cmd, note string, err error) {
 		note = "the restored server needs S3 credentials for restore_command: AWS_* variables in its environment, ~/.aws of its OS user, or a config file (--config)"
 	}
 	return strings.Join(append(parts, "%f", "%p"), " "), note, nil
+}
+
+// restoreConfigFiles puts the backup's captured configuration files below
+// dir and says where each went, and which restored settings still name
+// paths of the source host.
+func restoreConfigFiles(ctx context.Context, env *environment, st storage.Store, b basebackup.Backup, dir string, force bool) error {
+	restored, notes, err := basebackup.RestoreConfig(ctx, st, b, dir, force)
+	for _, r := range restored {
+		fmt.Fprintf(env.stdout, "restored configuration file %s (%s) to %s\n", r.Original, r.Kind, r.Restored)
+	}
+	for _, n := range notes {
+		fmt.Fprintf(env.stdout, "note: %s\n", n)
+	}
+	if err != nil {
+		return err
+	}
+	if len(b.ConfigFiles) == 0 {
+		fmt.Fprintf(env.stdout, "backup %s has no captured configuration files (taken before pitr captured them)\n", b.Name)
+	}
+	return nil
 }

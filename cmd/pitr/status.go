@@ -21,6 +21,7 @@ func runStatus(ctx context.Context, env *environment, args []string) error {
 	maxLag := fs.String("max-archive-lag", "1h", "fail when completed WAL has waited longer than this to be archived (0: off)")
 	maxBackup := fs.String("max-backup-age", "8d", "fail when the newest backup is older than this (0: off)")
 	maxDrill := fs.String("max-drill-age", "35d", "fail when the last drill is older than this or failed (0: off)")
+	maxStream := fs.String("max-stream-lag", "5m", "fail when pitr stream has WAL waiting and its last upload is older than this (0: off)")
 	noServer := fs.Bool("no-server", false, "do not connect to the server (repository only)")
 	pos, err := parseInterspersed(fs, args)
 	if err != nil {
@@ -34,7 +35,7 @@ func runStatus(ctx context.Context, env *environment, args []string) error {
 		flag string
 		val  string
 		dst  *time.Duration
-	}{{"max-archive-lag", *maxLag, &th.MaxArchiveLag}, {"max-backup-age", *maxBackup, &th.MaxBackupAge}, {"max-drill-age", *maxDrill, &th.MaxDrillAge}} {
+	}{{"max-archive-lag", *maxLag, &th.MaxArchiveLag}, {"max-backup-age", *maxBackup, &th.MaxBackupAge}, {"max-drill-age", *maxDrill, &th.MaxDrillAge}, {"max-stream-lag", *maxStream, &th.MaxStreamLag}} {
 		if *x.dst, err = parseThreshold(x.val); err != nil {
 			return fmt.Errorf("%w: --%s: %v", errUsage, x.flag, err)
 		}
@@ -59,6 +60,9 @@ func runStatus(ctx context.Context, env *environment, args []string) error {
 	s := pitr.ComputeStatus(id, in, last, time.Now())
 	if !*noServer {
 		s.Server = pitr.QueryServerStatus(ctx, cfg.DSN, s.NewestSegment)
+	}
+	if err := streamStatus(ctx, cfg, st, id, &s, !*noServer); err != nil {
+		return err
 	}
 	s.Evaluate(th)
 	if *asJSON {

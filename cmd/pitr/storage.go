@@ -8,8 +8,12 @@ import (
 	"strings"
 	"time"
 
+	"filippo.io/age"
+
+	"github.com/pitr-dev/pitr/repo"
 	"github.com/pitr-dev/pitr/storage"
 	"github.com/pitr-dev/pitr/storage/codec"
+	"github.com/pitr-dev/pitr/storage/crypt"
 	"github.com/pitr-dev/pitr/storage/fs"
 	"github.com/pitr-dev/pitr/storage/retry"
 	"github.com/pitr-dev/pitr/storage/s3"
@@ -25,7 +29,9 @@ var (
 )
 
 // openStore is the one place where the storage stack is composed:
-// backend → retry (→ encryption, later). Callers above see one Store.
+// backend → retry → crypt (when encryption is configured), so retries
+// resend ciphertext and the codec above compresses before encrypting.
+// Callers above see one Store.
 func openStore(ctx context.Context, cfg Config, log *slog.Logger, retries retry.Options) (storage.Store, error) {
 	if cfg.Repo == "" {
 		return nil, fmt.Errorf("no repository configured: set --repo, PITR_REPO or repo: in %s", DefaultConfigFile)
@@ -69,7 +75,41 @@ func openStore(ctx context.Context, cfg Config, log *slog.Logger, retries retry.
 		return nil, fmt.Errorf("open repository %s: %w", cfg.Repo, err)
 	}
 	retries.Logger = log
-	return retry.New(backend, retries), nil
+	return withEncryption(retry.New(backend, retries), cfg)
+}
+
+// withEncryption adds the crypt wrapper when encryption_recipients or
+// encryption_identity_file is set. A host with only an identity file (a
+// drill host writing its report) encrypts to the file's first key, so after
+// a rotation the new key goes first.
+func withEncryption(st storage.Store, cfg Config) (storage.Store, error) {
+	recipients, err := crypt.ParseRecipients(cfg.EncryptionRecipients)
+	if err != nil {
+		return nil, err
+	}
+	var identities []age.Identity
+	if cfg.EncryptionIdentityFile != "" {
+		ids, err := crypt.LoadIdentities(cfg.EncryptionIdentityFile)
+		if err != nil {
+			return nil, err
+		}
+		for _, id := range ids {
+			identities = append(identities, id)
+		}
+		if len(recipients) == 0 {
+			recipients = []age.Recipient{ids[0].Recipient()}
+		}
+	}
+	if len(recipients) == 0 && len(identities) == 0 {
+		return st, nil
+	}
+	return crypt.New(st, crypt.Options{
+		Recipients: recipients,
+		Identities: identities,
+		// The marker says the repository is encrypted, so it must be
+		// readable without a key; so must prune's lock and check's probe.
+		Plaintext: func(key string) bool { return !repo.IsSystemKey(key) },
+	})
 }
 
 func codecOptions(cfg Config) (codec.Options, error) {

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/pitr-dev/pitr/archive"
+	"github.com/pitr-dev/pitr/pitr"
+	"github.com/pitr-dev/pitr/repo"
 	"github.com/pitr-dev/pitr/storage"
 	"github.com/pitr-dev/pitr/stream"
 )
@@ -67,4 +69,24 @@ func fetchPartial(ctx context.Context, env *environment, a *archive.Archiver, na
 		env.log.Info("served the segment from pitr stream's .partial", "file", name)
 	}
 	return res, err
+}
+
+// streamStatus adds pitr stream's progress and slot to pitr status.
+func streamStatus(ctx context.Context, cfg Config, st storage.Store, id repo.SystemID, s *pitr.Status, server bool) error {
+	state, err := stream.ReadState(ctx, st, id)
+	if err != nil {
+		return err
+	}
+	slot := cfg.StreamSlot
+	if slot == "" {
+		slot = stream.DefaultSlot
+	}
+	ss := pitr.StreamStatusOf(state, slot, s.CheckedAt)
+	if server {
+		pitr.QueryStreamSlot(ctx, cfg.DSN, ss)
+	}
+	if ss.Recorded || ss.SlotExists {
+		s.Stream = ss
+	}
+	return nil
 }

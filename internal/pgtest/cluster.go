@@ -98,6 +98,10 @@ type Options struct {
 	// archive_command / restore_command) and for commands started with
 	// Command / RunAsUser.
 	Env []string
+	// ServerOptions are passed to the server at start (pg_ctl -o), e.g.
+	// "-c config_file=/etc/..." for a configuration outside the data
+	// directory, as Debian's clusters have.
+	ServerOptions string
 }
 
 // Cluster is one PostgreSQL data directory plus its server.
@@ -694,7 +698,11 @@ func (c *Cluster) start(withLog bool) error {
 	for attempt := 0; attempt < 5; attempt++ {
 		off := c.logSize()
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-		_, err = c.pgctl(ctx, "-l", c.logPath, "-w", "-t", "300", "start")
+		args := []string{"-l", c.logPath, "-w", "-t", "300"}
+		if c.opts.ServerOptions != "" {
+			args = append(args, "-o", c.opts.ServerOptions)
+		}
+		_, err = c.pgctl(ctx, append(args, "start")...)
 		cancel()
 		if err == nil {
 			c.mu.Lock()

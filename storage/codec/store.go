@@ -95,8 +95,18 @@ func Open(ctx context.Context, st storage.Store, key string) (*Object, error) {
 }
 
 // ReadInfo decodes the whole object and returns what its trailer vouches for.
-// It is how callers compare a stored object with local bytes.
+// It is how callers compare a stored object with local bytes. A store that
+// is an InfoReader may answer without decoding.
 func ReadInfo(ctx context.Context, st storage.Store, key string) (Info, error) {
+	if ir, ok := st.(InfoReader); ok {
+		info, ok, err := ir.StoredInfo(ctx, key)
+		if err != nil {
+			return Info{}, fmt.Errorf("read %s: %w", key, err)
+		}
+		if ok {
+			return info, nil
+		}
+	}
 	obj, err := Open(ctx, st, key)
 	if err != nil {
 		return Info{}, err
