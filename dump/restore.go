@@ -167,7 +167,13 @@ func feed(ctx context.Context, st storage.Store, run Run, p Part, path string, a
 	}
 	defer obj.Close()
 	stderr := &stderrBuf{}
-	err = runToolWith(ctx, path, args, obj, stderr)
+	src := &errReader{r: obj}
+	err = runToolWith(ctx, path, args, src, stderr)
+	if src.err != nil {
+		// The program only saw its input end early; the repository's
+		// reason is the real one.
+		return 0, fmt.Errorf("%s of dump %s: %w", p.Object, run.Name, src.err)
+	}
 	if err != nil {
 		return 0, err
 	}
@@ -229,4 +235,18 @@ func userObjects(ctx context.Context, conn *pgx.Conn) (int, error) {
 		return 0, fmt.Errorf("check that the target database is empty: %w", err)
 	}
 	return n, nil
+}
+
+// errReader remembers the first read error other than EOF.
+type errReader struct {
+	r   io.Reader
+	err error
+}
+
+func (e *errReader) Read(p []byte) (int, error) {
+	n, err := e.r.Read(p)
+	if err != nil && err != io.EOF && e.err == nil {
+		e.err = err
+	}
+	return n, err
 }

@@ -35,7 +35,10 @@ type Options struct {
 	PGBin string
 	// Databases to dump; empty means every database that allows
 	// connections and is not a template.
-	Databases   []string
+	Databases []string
+	// Exclude leaves these databases out of "every database" (they have
+	// their own schedule).
+	Exclude     []string
 	PitrVersion string
 	Log         *slog.Logger
 }
@@ -64,6 +67,10 @@ func Take(ctx context.Context, o Options) (Run, error) {
 	conn.Close(context.WithoutCancel(ctx))
 	if err != nil {
 		return Run{}, err
+	}
+	dbs = slices.DeleteFunc(dbs, func(db string) bool { return len(o.Databases) == 0 && slices.Contains(o.Exclude, db) })
+	if len(dbs) == 0 {
+		return Run{}, fmt.Errorf("no database to dump (all are excluded or none accepts connections)")
 	}
 	// A wrong pg_dump must not get to write a single object.
 	pgDump, dumpVersion, err := findTool(ctx, o.PGBin, "pg_dump", srv.VersionNum)

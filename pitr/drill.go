@@ -117,6 +117,10 @@ type DrillOptions struct {
 	User        string
 	PitrVersion string
 	Now         func() time.Time
+	// Extra, if set, runs further checks on the promoted scratch server
+	// (dsn reaches it as the drill's role; pgBin has the backup's major
+	// version): pitr drill --dumps restores the logical dumps there.
+	Extra func(ctx context.Context, dsn, pgBin string) []CheckResult
 }
 
 // drillSettings are appended to the scratch server's postgresql.auto.conf.
@@ -267,6 +271,10 @@ func (d *drill) run(ctx context.Context, in Inputs) {
 		return
 	}
 	d.checkDatabases(ctx, dbs)
+	if d.opts.Extra != nil {
+		dsn := fmt.Sprintf("host='%s' port=%d user='%s' dbname=postgres sslmode=disable", d.socket, d.port, d.user)
+		rep.Checks = append(rep.Checks, d.opts.Extra(ctx, dsn, d.bin)...)
+	}
 }
 
 // FreePort returns a loopback TCP port that was free a moment ago.

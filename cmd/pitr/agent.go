@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/pitr-dev/pitr/basebackup"
@@ -64,6 +65,9 @@ func runAgent(ctx context.Context, env *environment, args []string) error {
 	}
 	a.lastSuccess = newestBackupStart(ctx, env.log, st)
 	if err := setupAgentExtras(ctx, env, cfg, st, a); err != nil {
+		return err
+	}
+	if err := setupAgentDumps(ctx, env, cfg, st, a); err != nil {
 		return err
 	}
 	if !cfg.Stream {
@@ -158,6 +162,10 @@ type agent struct {
 	// notify, if set, hears about every run: webhook, dead man's switch,
 	// metrics.
 	notify func(ctx context.Context, ev agentEvent)
+
+	// Scheduled logical dumps (agent_dumps.go); none by default.
+	dumps []*dumpJob
+	dump  func(ctx context.Context, j *dumpJob) error
 }
 
 // agentEvent is the outcome of one scheduled run.
@@ -226,7 +234,20 @@ func (a *agent) run(ctx context.Context) error {
 		nextDrill = a.due(a.drillSched.next(a.lastDrill, a.clock.Now()))
 		a.log.Info("scheduled drills", "schedule", a.drillSched.String(), "next_drill", nextDrill)
 	}
+	for _, j := range a.dumps {
+		j.next = a.due(j.sched.next(j.last, a.clock.Now()))
+		a.log.Info("scheduled dumps", "of", j.String(), "schedule", strings.Replace(j.sched.String(), "backup", "dump", 1), "next_dump", j.next)
+	}
 	for {
+		if j := a.dueDump(next, nextDrill); j != nil {
+			if err := a.clock.SleepUntil(ctx, j.next); err != nil {
+				return nil
+			}
+			if a.runDumpJob(ctx, j); ctx.Err() != nil {
+				return nil
+			}
+			continue
+		}
 		// A backup due at the same time goes first: the drill restores it.
 		if a.drill != nil && nextDrill.Before(next) {
 			if err := a.clock.SleepUntil(ctx, nextDrill); err != nil {

@@ -353,7 +353,7 @@ func setupAgentExtras(ctx context.Context, env *environment, cfg Config, st stor
 	}
 	a.drillSched = sched
 	a.drill = func(ctx context.Context) (bool, string, error) {
-		rep, _, werr, err := drillOnce(ctx, env, cfg, st, pitr.Target{Kind: pitr.TargetLatest}, pitr.DrillOptions{ScratchParent: cfg.DrillScratch})
+		rep, _, werr, err := drillOnce(ctx, env, cfg, st, pitr.Target{Kind: pitr.TargetLatest}, pitr.DrillOptions{ScratchParent: cfg.DrillScratch, Extra: agentDumpDrill(env, cfg, st)})
 		if err != nil {
 			return false, "", err
 		}

@@ -61,7 +61,7 @@ type Config struct {
 	Schedule        string `yaml:"schedule" doc:"pitr agent's backup schedule: an interval since the last backup (7d, 24h) or cron 'M H DOM MON DOW' in local time (default 7d)"`
 
 	DumpSchedule   string `yaml:"dump_schedule" doc:"pitr agent's schedule for logical dumps of every database: an interval since the last dump (1d) or cron 'M H DOM MON DOW'; off (the default) disables"`
-	DumpScheduleDB string `yaml:"dump_schedule_db" doc:"per-database dump schedules that override dump_schedule, e.g. 'busy=1h, reports=0 2 * * 0'; a database set to off is not dumped on a schedule"`
+	DumpScheduleDB string `yaml:"dump_schedule_db" doc:"per-database dump schedules that override dump_schedule, db=schedule entries separated by ';', e.g. 'busy=1h; reports=0 2 * * 0'; a database set to off is not dumped on a schedule"`
 	DumpKeep       int    `yaml:"dump_keep" doc:"pitr prune keeps the newest N dumps of each database"`
 	DumpKeepWithin string `yaml:"dump_keep_within" doc:"pitr prune keeps dumps that ended within this long, e.g. 30d; with neither dump_keep nor dump_keep_within, dumps are never pruned"`
 

@@ -27,6 +27,7 @@ func runDrill(ctx context.Context, env *environment, args []string) error {
 	tableTimeout := fs.Duration("table-timeout", 10*time.Minute, "limit for reading one table")
 	role := fs.String("user", "", "role to connect to the restored server as (default: $PGUSER, this OS user, postgres)")
 	asJSON := fs.Bool("json", false, "print the report as JSON instead of a summary")
+	dumps := fs.Bool("dumps", false, "also restore the newest logical dump of each database (pitr dump) into the scratch server and check it")
 	pos, err := parseInterspersed(fs, args)
 	if err != nil {
 		return err
@@ -51,9 +52,13 @@ func runDrill(ctx context.Context, env *environment, args []string) error {
 	if *scratch == "" {
 		*scratch = cfg.DrillScratch
 	}
-	report, key, werr, err := drillOnce(ctx, env, cfg, st, t, pitr.DrillOptions{
+	opts := pitr.DrillOptions{
 		ScratchParent: *scratch, Keep: *keep, Port: *port, RecoveryTimeout: *timeout, TableTimeout: *tableTimeout, User: *role,
-	})
+	}
+	if *dumps {
+		opts.Extra = dumpDrillChecks(env, st)
+	}
+	report, key, werr, err := drillOnce(ctx, env, cfg, st, t, opts)
 	if err != nil {
 		return err
 	}

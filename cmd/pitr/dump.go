@@ -11,6 +11,7 @@ import (
 
 	"github.com/pitr-dev/pitr/dump"
 	"github.com/pitr-dev/pitr/internal/units"
+	"github.com/pitr-dev/pitr/pitr"
 	"github.com/pitr-dev/pitr/repo"
 	"github.com/pitr-dev/pitr/storage"
 )
@@ -221,4 +222,25 @@ func pruneDumpsIfConfigured(ctx context.Context, env *environment, cfg Config, s
 		return err
 	}
 	return pruneDumps(ctx, env, st, m.SystemIdentifier, p, time.Time{}, dryRun)
+}
+
+// dumpDrillChecks is the drill hook of pitr drill --dumps: the newest dump
+// of each database is restored into the promoted scratch server and
+// checked, one "dump DB" check each.
+func dumpDrillChecks(env *environment, st storage.Store) func(ctx context.Context, dsn, pgBin string) []pitr.CheckResult {
+	return func(ctx context.Context, dsn, pgBin string) []pitr.CheckResult {
+		m, err := repo.ReadMarker(ctx, st)
+		if err != nil {
+			return []pitr.CheckResult{{Name: "dumps", Result: pitr.CheckFail, Detail: err.Error()}}
+		}
+		var out []pitr.CheckResult
+		for _, c := range dump.VerifyNewest(ctx, st, m.SystemIdentifier, dsn, pgBin, env.log) {
+			r := pitr.CheckPass
+			if !c.OK {
+				r = pitr.CheckFail
+			}
+			out = append(out, pitr.CheckResult{Name: c.Name, Result: r, Detail: c.Detail})
+		}
+		return out
+	}
 }
