@@ -278,16 +278,31 @@ func TestStreamSlotWaitsForUpload(t *testing.T) {
 		return err == nil && v == "true"
 	})
 	server.Stop(t)
+	failures := func() int { return strings.Count(s.output(), "failed; retrying") }
+	waitFailures := func(n int) {
+		t.Helper()
+		deadline := time.Now().Add(2 * time.Minute)
+		for failures() < n {
+			if time.Now().After(deadline) {
+				t.Fatalf("pitr stream never reported %d failed uploads with S3 down\n%s", n, lastLines(s.output(), 20))
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	// Once an upload has failed, nothing more can become durable.
+	c.Exec(t, "INSERT INTO rpo VALUES ('outage starts')")
+	waitFailures(1)
 	held := restart()
 	generateWAL(t, c, 3)
 	c.Exec(t, "INSERT INTO rpo VALUES ('during outage')")
-	// The streamer has received this WAL (its write position passes it)
-	// but could not store it: the slot must not move.
 	end := c.QueryString(t, "SELECT pg_current_wal_lsn()::text")
+	// The streamer has received WAL past the slot (its write position is
+	// ahead) and has tried, and failed, to store it more than once.
 	c.WaitFor(t, time.Minute, func() bool {
-		v, err := c.TryQueryString("SELECT (write_lsn >= $1::pg_lsn)::text FROM pg_stat_replication WHERE application_name = 'pitr stream'", end)
+		v, err := c.TryQueryString("SELECT (write_lsn > $1::pg_lsn)::text FROM pg_stat_replication WHERE application_name = 'pitr stream'", held)
 		return err == nil && v == "true"
 	})
+	waitFailures(failures() + 2)
 	if got := restart(); got != held {
 		t.Fatalf("slot restart_lsn moved from %s to %s while the repository was unreachable", held, got)
 	}

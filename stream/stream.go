@@ -493,7 +493,7 @@ func (s *Streamer) receive(ctx context.Context, conn *pgconn.PgConn) (wal.Timeli
 					return 0, 0, err
 				}
 				s.server = max(s.server, wal.LSN(x.ServerWALEnd))
-				completed, err := s.write(ctx, wal.LSN(x.WALStart), x.WALData)
+				completed, err := s.write(ctx, wal.LSN(x.WALStart), x.WALData, func() error { return s.sendStatus(ctx, conn, false) })
 				if err != nil {
 					return 0, 0, err
 				}
@@ -519,8 +519,9 @@ func (s *Streamer) receive(ctx context.Context, conn *pgconn.PgConn) (wal.Timeli
 }
 
 // write copies WAL at lsn into the segment buffer, storing segments as they
-// fill up; completed says at least one was, so the server should hear.
-func (s *Streamer) write(ctx context.Context, lsn wal.LSN, data []byte) (completed bool, err error) {
+// fill up; completed says at least one was, so the server should hear. ping,
+// if set, keeps the connection alive while a segment upload is retried.
+func (s *Streamer) write(ctx context.Context, lsn wal.LSN, data []byte, ping func() error) (completed bool, err error) {
 	for len(data) > 0 {
 		segStart := s.segSize.StartLSN(s.seg)
 		if lsn != segStart+wal.LSN(s.received) {
@@ -531,7 +532,7 @@ func (s *Streamer) write(ctx context.Context, lsn wal.LSN, data []byte) (complet
 		s.dirty = true
 		data, lsn = data[n:], lsn+wal.LSN(n)
 		if s.received == len(s.buf) {
-			if err := s.completeSegment(ctx); err != nil {
+			if err := s.completeSegment(ctx, ping); err != nil {
 				return completed, err
 			}
 			completed = true
@@ -546,16 +547,25 @@ func (s *Streamer) write(ctx context.Context, lsn wal.LSN, data []byte) (complet
 
 // completeSegment stores the full segment (archive-push's rules), then
 // removes its .partial, which only the full object may replace.
-func (s *Streamer) completeSegment(ctx context.Context) error {
+//
+// Until it is stored nothing more is received: memory stays at one segment,
+// and the slot keeps the WAL on the server meanwhile (which is what the slot
+// is for). The connection is kept alive with status updates that report the
+// unchanged durable position, so the server neither times us out nor lets
+// the slot advance.
+func (s *Streamer) completeSegment(ctx context.Context, ping func() error) error {
 	name := s.segSize.FileName(wal.Segment{TLI: s.tli, No: s.seg})
 	res, err := s.arch.PushBytes(ctx, s.id, name, s.buf)
 	for err != nil {
-		// The slot holds the WAL and the server waits for our flush
-		// report; retrying here is the whole point of the slot.
 		if ctx.Err() != nil || errors.Is(err, archive.ErrConflict) {
 			return err
 		}
-		s.log.Warn("segment upload failed; retrying", "file", name, "err", err)
+		s.log.Warn("segment upload failed; retrying (the slot keeps the WAL on the server)", "file", name, "err", err)
+		if ping != nil {
+			if err := ping(); err != nil {
+				return err
+			}
+		}
 		select {
 		case <-ctx.Done():
 			return ctx.Err()

@@ -70,7 +70,7 @@ func TestPartialThenSegment(t *testing.T) {
 	start := s.segSize.StartLSN(5)
 	name := s.segSize.FileName(wal.Segment{TLI: 1, No: 5})
 
-	if done, err := s.write(ctx, start, seg[:100000]); err != nil || done {
+	if done, err := s.write(ctx, start, seg[:100000], nil); err != nil || done {
 		t.Fatalf("write: %v %v", done, err)
 	}
 	if s.durable > start {
@@ -98,7 +98,7 @@ func TestPartialThenSegment(t *testing.T) {
 	// The rest, plus the first bytes of the next segment in one message.
 	next := segmentBytes(s.segSize, 6, 0xCD)
 	msg := append(append([]byte(nil), seg[100000:]...), next[:5000]...)
-	if done, err := s.write(ctx, start+100000, msg); err != nil || !done {
+	if done, err := s.write(ctx, start+100000, msg, nil); err != nil || !done {
 		t.Fatalf("write across the segment end: %v %v", done, err)
 	}
 	if got, err := readObject(t, st, name); err != nil || !bytes.Equal(got, seg) {
@@ -110,7 +110,7 @@ func TestPartialThenSegment(t *testing.T) {
 	if s.durable != s.segSize.StartLSN(6) || s.seg != 6 || s.received != 5000 {
 		t.Fatalf("after the segment: durable %s seg %d received %d", s.durable, s.seg, s.received)
 	}
-	if _, err := s.write(ctx, s.segSize.StartLSN(6)+4000, []byte{1}); err == nil {
+	if _, err := s.write(ctx, s.segSize.StartLSN(6)+4000, []byte{1}, nil); err == nil {
 		t.Fatal("WAL at an unexpected position was accepted")
 	}
 }
@@ -131,7 +131,7 @@ func TestCompleteSegmentNextToArchivePush(t *testing.T) {
 		if _, err := a.PushBytes(ctx, testSys, name, other); err != nil {
 			t.Fatal(err)
 		}
-		_, err := s.write(ctx, s.segSize.StartLSN(5), seg)
+		_, err := s.write(ctx, s.segSize.StartLSN(5), seg, nil)
 		if same && err != nil {
 			t.Fatalf("identical segment already archived: %v", err)
 		}
