@@ -419,7 +419,8 @@ func readConfigObject(ctx context.Context, st storage.Store, b Backup, f ConfigF
 		return nil, fmt.Errorf("restore configuration %s: %w", f.Path, err)
 	}
 	defer obj.Close()
-	data, err := io.ReadAll(io.LimitReader(obj, maxConfigFile+1))
+	obj.SetLimit(maxConfigFile)
+	data, err := io.ReadAll(obj)
 	if err != nil {
 		return nil, fmt.Errorf("restore configuration %s: %w", f.Path, err)
 	}

@@ -166,6 +166,9 @@ func feed(ctx context.Context, st storage.Store, run Run, p Part, path string, a
 		return 0, fmt.Errorf("open %s of dump %s: %w", p.Object, run.Name, err)
 	}
 	defer obj.Close()
+	// dump.json says how large the object is: a crafted object that
+	// decodes to more is refused before it can fill the target's disk.
+	obj.SetLimit(p.Size)
 	stderr := &stderrBuf{}
 	src := &errReader{r: obj}
 	err = runToolWith(ctx, path, args, src, stderr)

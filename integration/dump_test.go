@@ -297,3 +297,50 @@ func TestDrillDumps(t *testing.T) {
 	}
 	t.Logf("drill --dumps with a damaged dump:\n%s", res.stdout)
 }
+
+// Contract (issue 10): prune applies the dump retention (here dump_keep
+// alone, with no base backup policy): a dry run deletes nothing, then the
+// older run goes, metadata first, and the newest dump of every database
+// stays.
+func TestDumpPrune(t *testing.T) {
+	t.Parallel()
+	r := newRepo(t, "file", nil)
+	c := pgtest.NewCluster(t, pgtest.Options{})
+	c.Start(t)
+	c.Exec(t, "CREATE DATABASE only_once")
+	var names []string
+	for _, args := range [][]string{nil, {"--db", "postgres"}, {"--db", "postgres"}} {
+		res := r.pitr(t, c.BaseDir(), append([]string{"dump", "--dsn", c.DSN(), "--pg-bin", c.BinDir()}, args...)...)
+		if res.code != 0 {
+			t.Fatalf("pitr dump: %v", res)
+		}
+		names = append(names, strings.TrimSpace(res.stdout))
+	}
+	res := r.pitr(t, c.BaseDir(), "prune", "--dump-keep", "1", "--dry-run")
+	if res.code != 0 || !strings.Contains(res.stdout, "Would delete 1 dump runs") || !strings.Contains(res.stdout, names[1]) {
+		t.Fatalf("prune --dump-keep 1 --dry-run: %v", res)
+	}
+	res = r.pitr(t, c.BaseDir(), "prune", "--dump-keep", "1")
+	if res.code != 0 || !strings.Contains(res.stdout, "Deleted 1 dump run") {
+		t.Fatalf("prune --dump-keep 1: %v", res)
+	}
+	res = r.pitr(t, c.BaseDir(), "dump", "list", "--json")
+	var runs []dump.Run
+	if err := json.Unmarshal([]byte(res.stdout), &runs); err != nil {
+		t.Fatalf("dump list: %v: %v", res, err)
+	}
+	var left []string
+	for _, r := range runs {
+		left = append(left, r.Name)
+	}
+	// The first run holds only_once's newest (and only) dump; the last
+	// holds postgres's newest.
+	if strings.Join(left, ",") != names[0]+","+names[2] {
+		t.Fatalf("runs left %v, want %s and %s", left, names[0], names[2])
+	}
+	if dirs, _ := filepath.Glob(filepath.Join(r.dir, "*", "dumps", names[1])); len(dirs) != 0 {
+		if objs, _ := filepath.Glob(filepath.Join(dirs[0], "*")); len(objs) != 0 {
+			t.Fatalf("objects of the pruned run are left: %v", objs)
+		}
+	}
+}
