@@ -359,3 +359,41 @@ func TestStreamFollowsPromotion(t *testing.T) {
 	_ = context.Background
 	_ = fmt.Sprint
 }
+
+// Issue 9: SIGTERM uploads what was received (the final .partial; the upload
+// interval here is an hour, so nothing else could have stored it), and a
+// time target inside the .partial restores to that time.
+func TestStreamShutdownUploadAndTimeTarget(t *testing.T) {
+	r := newRepo(t, "file", nil)
+	c := newStreamCluster(t, r)
+	s := startStream(t, r, c, "--stream-interval", "1h")
+	c.Exec(t, "INSERT INTO rpo VALUES ('A')")
+	mid := c.QueryString(t, "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US')")
+	c.Exec(t, "INSERT INTO rpo VALUES ('B')")
+	lsn := c.QueryString(t, "SELECT pg_current_wal_lsn()::text")
+	c.WaitFor(t, time.Minute, func() bool {
+		v, err := c.TryQueryString("SELECT (write_lsn >= $1::pg_lsn)::text FROM pg_stat_replication WHERE application_name = 'pitr stream'", lsn)
+		return err == nil && v == "true"
+	})
+	s.stop(t)
+	sysid := c.QueryString(t, "SELECT system_identifier::text FROM pg_control_system()")
+	st, ok := readStreamState(t, r, sysid)
+	if !ok || c.QueryString(t, "SELECT ($1::pg_lsn >= $2::pg_lsn)::text", st.Durable, lsn) != "true" {
+		t.Fatalf("after SIGTERM the repository holds WAL up to %q, want at least %s", st.Durable, lsn)
+	}
+	c.Kill(t)
+
+	dir := pgtest.SharedTempDir(t)
+	pgdata := filepath.Join(dir, "data")
+	res := r.pitr(t, dir, "restore", "--pgdata", pgdata, "--target", mid+"+00:00")
+	if res.code != 0 || !strings.Contains(res.stdout, ".partial") {
+		t.Fatalf("pitr restore to a time inside the .partial: %v", res)
+	}
+	rc := pgtest.RestoredCluster(t, pgdata, pgtest.Options{})
+	rc.Start(t)
+	waitPromoted(t, rc)
+	if got := rc.QueryString(t, "SELECT string_agg(note, ',')  FROM rpo"); got != "A" {
+		t.Fatalf("restored rows = %q, want A only", got)
+	}
+	assertLog(t, rc, "recovery stopping before commit of transaction")
+}

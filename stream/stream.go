@@ -110,6 +110,9 @@ type Streamer struct {
 	server   wal.LSN
 	dirty    bool // received more than the last partial upload
 	lastUp   time.Time
+	// The write position last reported to the server, and when.
+	reported   wal.LSN
+	lastStatus time.Time
 }
 
 // New checks opts and returns a Streamer; nothing is contacted yet.
@@ -450,6 +453,15 @@ func (s *Streamer) receive(ctx context.Context, conn *pgconn.PgConn) (wal.Timeli
 		return 0, 0, err
 	}
 	for {
+		// The write position goes to the server within a second (it shows
+		// in pg_stat_replication); the flush position only moves with
+		// uploads.
+		statusDue := s.lastStatus.Add(statusInterval)
+		if s.writePos() != s.reported && !time.Now().Before(statusDue) {
+			if err := s.sendStatus(ctx, conn, false); err != nil {
+				return 0, 0, err
+			}
+		}
 		if !time.Now().Before(nextUpload) {
 			if err := s.uploadPartial(ctx); err != nil {
 				// The slot keeps the WAL; keep receiving and try again at
@@ -461,7 +473,11 @@ func (s *Streamer) receive(ctx context.Context, conn *pgconn.PgConn) (wal.Timeli
 			}
 			nextUpload = time.Now().Add(s.opts.Interval)
 		}
-		rctx, cancel := context.WithDeadline(ctx, nextUpload)
+		deadline := nextUpload
+		if due := s.lastStatus.Add(statusInterval); s.writePos() != s.reported && due.Before(deadline) {
+			deadline = due
+		}
+		rctx, cancel := context.WithDeadline(ctx, deadline)
 		msg, err := conn.ReceiveMessage(rctx)
 		cancel()
 		if err != nil {
@@ -607,13 +623,21 @@ func (s *Streamer) uploadPartial(ctx context.Context) error {
 	return s.writeState(ctx, false)
 }
 
+// statusInterval is how often, at most, a new write position is reported.
+const statusInterval = time.Second
+
+func (s *Streamer) writePos() wal.LSN {
+	return max(s.segSize.StartLSN(s.seg)+wal.LSN(s.received), s.durable)
+}
+
 func (s *Streamer) sendStatus(ctx context.Context, conn *pgconn.PgConn, reply bool) error {
 	if s.durable == 0 {
 		return nil // pglogrepl would report the write position as flushed
 	}
-	write := s.segSize.StartLSN(s.seg) + wal.LSN(s.received)
+	write := s.writePos()
+	s.reported, s.lastStatus = write, time.Now()
 	err := pglogrepl.SendStandbyStatusUpdate(ctx, conn, pglogrepl.StandbyStatusUpdate{
-		WALWritePosition: pglogrepl.LSN(max(write, s.durable)),
+		WALWritePosition: pglogrepl.LSN(write),
 		WALFlushPosition: pglogrepl.LSN(s.durable),
 		WALApplyPosition: pglogrepl.LSN(s.durable),
 		ReplyRequested:   reply,
