@@ -14,6 +14,7 @@ import (
 
 	"github.com/pitr-dev/pitr/repo"
 	"github.com/pitr-dev/pitr/storage"
+	"github.com/pitr-dev/pitr/storage/crypt"
 )
 
 // Tablespace records that a user tablespace existed in the data directory
@@ -54,6 +55,10 @@ func (a *Archiver) recordTablespaces(ctx context.Context, dataDir string, id rep
 		key := repo.TablespaceKey(id, uint32(oid))
 		switch known, err := readTablespace(ctx, a.Store, key); {
 		case err == nil && known.Location == loc:
+		case errors.Is(err, crypt.ErrNoIdentity):
+			// Recorded already, encrypted, and this host holds only public
+			// keys. Keep the record: rewriting it would move its SeenAt
+			// later than the tablespace's creation.
 		case err == nil || errors.Is(err, storage.ErrNotExist):
 			// New, or an OID reused for another location: record what is there now.
 			b, _ := json.Marshal(Tablespace{OID: uint32(oid), Location: loc, SeenAt: a.now().UTC()})

@@ -164,6 +164,19 @@ func TestEncryptionRoundTripS3(t *testing.T) {
 		assertRestoredData(t, restored, final)
 	})
 
+	t.Run("restore host drills", func(t *testing.T) {
+		dir := pgtest.SharedTempDir(t)
+		res := r.pitr(t, dir, "drill", "--scratch", dir, "--config", h.restoreConf)
+		if res.code != 0 || !strings.Contains(res.stdout, "drill PASSED") {
+			t.Fatalf("drill with the private key: %v", res)
+		}
+		// The report it wrote (encrypted to the identity's key) reads back.
+		res = r.pitr(t, dir, "status", "--json", "--config", h.restoreConf)
+		if !strings.Contains(res.stdout, `"last_drill"`) {
+			t.Fatalf("status does not show the encrypted drill report: %v", res)
+		}
+	})
+
 	t.Run("bucket holds no plaintext", func(t *testing.T) {
 		assertNoPlaintext(t, r, [][]byte{[]byte(secretRow), walPage})
 	})
@@ -202,7 +215,7 @@ func assertNoPlaintext(t *testing.T, r *testRepo, needles [][]byte) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var wal, backups int
+	var wal, backups, drills int
 	for _, o := range objs {
 		rc, err := st.Open(ctx, o.Key, 0)
 		if err != nil {
@@ -219,7 +232,7 @@ func assertNoPlaintext(t *testing.T, r *testRepo, needles [][]byte) {
 			}
 			continue
 		}
-		if !repo.IsSystemKey(o.Key) {
+		if !repo.EncryptedKey(o.Key) {
 			continue
 		}
 		if !bytes.HasPrefix(b, []byte("PAGE")) || bytes.HasPrefix(b, []byte("PITR")) {
@@ -235,10 +248,12 @@ func assertNoPlaintext(t *testing.T, r *testRepo, needles [][]byte) {
 			wal++
 		case strings.Contains(o.Key, "/basebackups/"):
 			backups++
+		case strings.Contains(o.Key, "/drills/"):
+			drills++
 		}
 	}
-	if wal == 0 || backups == 0 {
-		t.Fatalf("scanned %d WAL and %d backup objects: the scan missed the repository", wal, backups)
+	if wal == 0 || backups == 0 || drills == 0 {
+		t.Fatalf("scanned %d WAL, %d backup and %d drill objects: the scan missed part of the repository", wal, backups, drills)
 	}
 }
 

@@ -21,7 +21,7 @@ func encrypted(t *testing.T, inner storage.Store) storage.Store {
 	}
 	st, err := crypt.New(inner, crypt.Options{
 		Recipients: []age.Recipient{id.Recipient()},
-		Plaintext:  func(k string) bool { return !IsSystemKey(k) },
+		Plaintext:  func(k string) bool { return !EncryptedKey(k) },
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -76,7 +76,7 @@ func TestMarkerEncryption(t *testing.T) {
 	}
 }
 
-func TestIsSystemKey(t *testing.T) {
+func TestEncryptedKey(t *testing.T) {
 	for key, want := range map[string]bool{
 		MarkerKey:                  false,
 		"locks/prune.json":         false,
@@ -86,9 +86,11 @@ func TestIsSystemKey(t *testing.T) {
 		BackupKey(7, "b", "x.tar"): true,
 		"123":                      false,
 		"/123/x":                   false,
+		StreamStateKey(7):          false,
+		"7/stream/other":           true,
 	} {
-		if got := IsSystemKey(key); got != want {
-			t.Errorf("IsSystemKey(%q) = %v", key, got)
+		if got := EncryptedKey(key); got != want {
+			t.Errorf("EncryptedKey(%q) = %v", key, got)
 		}
 	}
 }

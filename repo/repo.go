@@ -113,10 +113,13 @@ func checkEncryption(m Marker, st storage.Store) error {
 	return nil
 }
 
-// IsSystemKey reports whether key lies below a database system's
-// directory: the objects that hold data, encrypted in an encrypted
-// repository. The marker, prune's lock and check's probe are not.
-func IsSystemKey(key string) bool {
+// EncryptedKey reports whether the object under key is encrypted in an
+// encrypted repository: everything below a database system's directory,
+// except pitr stream's state (LSNs, host and pid, no data), which the
+// streamer must read back on a database host that holds only public keys.
+// The marker, prune's lock and check's probe are outside any system's
+// directory and hold no data either.
+func EncryptedKey(key string) bool {
 	first, _, ok := strings.Cut(key, "/")
 	if !ok || first == "" {
 		return false

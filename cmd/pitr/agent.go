@@ -12,6 +12,7 @@ import (
 	"github.com/pitr-dev/pitr/pitr"
 	"github.com/pitr-dev/pitr/repo"
 	"github.com/pitr-dev/pitr/storage"
+	"github.com/pitr-dev/pitr/storage/crypt"
 )
 
 // agentRetryInterval is how soon a failed backup is tried again (never later
@@ -102,6 +103,9 @@ func newestBackupStart(ctx context.Context, log *slog.Logger, st storage.Store) 
 		return time.Time{}
 	}
 	backups, err := basebackup.List(ctx, st, m.SystemIdentifier)
+	if errors.Is(err, crypt.ErrNoIdentity) {
+		return newestBackupWritten(ctx, log, st, m.SystemIdentifier)
+	}
 	if err != nil {
 		log.Warn("could not list backups; scheduling as if there were no backup", "err", err)
 		return time.Time{}
@@ -110,6 +114,24 @@ func newestBackupStart(ctx context.Context, log *slog.Logger, st storage.Store) 
 	for _, b := range backups {
 		if b.StartTime.After(newest) {
 			newest = b.StartTime
+		}
+	}
+	return newest
+}
+
+// newestBackupWritten serves a database host that holds only public keys
+// and so cannot read backup.json: when the newest one was written (its
+// backup's end) anchors the schedule nearly as well as its start.
+func newestBackupWritten(ctx context.Context, log *slog.Logger, st storage.Store, id repo.SystemID) time.Time {
+	objs, err := st.List(ctx, repo.BackupPrefix(id))
+	if err != nil {
+		log.Warn("could not list backups; scheduling as if there were no backup", "err", err)
+		return time.Time{}
+	}
+	var newest time.Time
+	for _, o := range objs {
+		if strings.HasSuffix(o.Key, "/"+repo.BackupMetadataName) && o.ModTime.After(newest) {
+			newest = o.ModTime
 		}
 	}
 	return newest

@@ -107,8 +107,8 @@ func withEncryption(st storage.Store, cfg Config) (storage.Store, error) {
 		Recipients: recipients,
 		Identities: identities,
 		// The marker says the repository is encrypted, so it must be
-		// readable without a key; so must prune's lock and check's probe.
-		Plaintext: func(key string) bool { return !repo.IsSystemKey(key) },
+		// readable without a key (see repo.EncryptedKey for the rest).
+		Plaintext: func(key string) bool { return !repo.EncryptedKey(key) },
 	})
 }
 
