@@ -124,8 +124,8 @@ func EncryptedKey(key string) bool {
 	if !ok || first == "" {
 		return false
 	}
-	_, err := strconv.ParseUint(first, 10, 64)
-	return err == nil
+	id, err := strconv.ParseUint(first, 10, 64)
+	return err == nil && key != StreamStateKey(SystemID(id))
 }
 
 // SystemID is a database system identifier. It is written as a decimal
