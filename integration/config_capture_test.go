@@ -127,4 +127,24 @@ func TestConfigOutsideDataDirectoryRestored(t *testing.T) {
 	if _, err := os.Stat(second); !os.IsNotExist(err) {
 		t.Fatalf("a refused restore created %s: %v", second, err)
 	}
+
+	// A file neither the server nor pitr can read any more: the backup
+	// still succeeds, says so loudly, records it, and status warns.
+	unreadable := filepath.Join(etc, "conf.d", "10-extra.conf")
+	if err := os.Chmod(unreadable, 0); err != nil {
+		t.Fatal(err)
+	}
+	res = r.pitr(t, c.BaseDir(), "backup", "--dsn", c.DSN(), "--fast")
+	if res.code != 0 || !strings.Contains(res.stderr, "NOT captured") || !strings.Contains(res.stderr, unreadable) {
+		t.Fatalf("backup with an unreadable configuration file: %v; want success with a warning naming it", res)
+	}
+	newest := strings.TrimSpace(res.stdout)
+	res = r.pitr(t, c.BaseDir(), "backup", "show", newest)
+	if res.code != 0 || !strings.Contains(res.stdout, "NOT CAPTURED") {
+		t.Fatalf("backup show of a backup missing a configuration file: %v", res)
+	}
+	res = r.pitr(t, c.BaseDir(), "status", "--no-server")
+	if !strings.Contains(res.stdout, "WARNING: backup "+newest+" did not capture the server's include "+unreadable) {
+		t.Fatalf("status does not warn about the missing configuration file: %v", res)
+	}
 }

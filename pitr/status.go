@@ -39,6 +39,11 @@ type Status struct {
 	Server    *ServerStatus `json:"server,omitempty"`
 	// Stream is pitr stream's progress and slot; nil when not asked.
 	Stream *StreamStatus `json:"stream,omitempty"`
+	// Dumps is the newest logical dump of each database (pitr dump).
+	Dumps []DumpStatus `json:"dumps,omitempty"`
+	// Warnings need attention but exceed no threshold (configuration files
+	// the newest backup could not capture).
+	Warnings []string `json:"warnings,omitempty"`
 
 	// Problems are the exceeded thresholds and failures, one line each.
 	Problems []string `json:"problems"`
@@ -382,6 +387,12 @@ func (s Status) Describe(w io.Writer) {
 	}
 	if s.Stream != nil {
 		s.Stream.describe(w)
+	}
+	for _, d := range s.Dumps {
+		fmt.Fprintf(w, "  dump:       %s: newest %s (%s ago), %s\n", d.Database, d.Newest, age2(now.Sub(d.StopTime)), units.Bytes(d.StoredSize))
+	}
+	for _, wn := range s.Warnings {
+		fmt.Fprintf(w, "WARNING: %s\n", wn)
 	}
 	if len(s.Problems) == 0 {
 		fmt.Fprintf(w, "OK\n")

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/pitr-dev/pitr/dump"
 	"github.com/pitr-dev/pitr/pitr"
 	"github.com/pitr-dev/pitr/repo"
 )
@@ -63,6 +64,12 @@ func runStatus(ctx context.Context, env *environment, args []string) error {
 	}
 	if err := streamStatus(ctx, cfg, st, id, &s, !*noServer); err != nil {
 		return err
+	}
+	s.AddConfigWarnings(in.Backups)
+	if runs, err := dump.List(ctx, st, id); err != nil {
+		s.Warnings = append(s.Warnings, "could not list dumps: "+err.Error())
+	} else {
+		s.AddDumps(runs)
 	}
 	s.Evaluate(th)
 	if *asJSON {
