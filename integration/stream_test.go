@@ -238,6 +238,11 @@ func TestStreamRestartNoGapWithArchivePush(t *testing.T) {
 	if res := status(); res.code != 0 || !strings.Contains(res.stdout, "slot:       pitr active") {
 		t.Fatalf("pitr status with the streamer running: %v", res)
 	}
+	// A server restart breaks the connection: the streamer reconnects
+	// (with backoff) and goes on.
+	c.Restart(t)
+	c.Exec(t, "INSERT INTO rpo VALUES ('four')")
+	waitDurable(t, r, c, s, c.QueryString(t, "SELECT pg_current_wal_lsn()::text"))
 	// Everything archive-push ships too must match what the streamer stored.
 	c.WaitArchived(t, c.SwitchWAL(t), time.Minute)
 	if failed := c.QueryInt(t, "SELECT failed_count FROM pg_stat_archiver"); failed != 0 {
@@ -256,8 +261,8 @@ func TestStreamRestartNoGapWithArchivePush(t *testing.T) {
 	rc := pgtest.RestoredCluster(t, pgdata, pgtest.Options{})
 	rc.Start(t)
 	waitPromoted(t, rc)
-	if got := rc.QueryString(t, "SELECT string_agg(note, ',' ORDER BY note) FROM rpo"); got != "one,three,two" {
-		t.Fatalf("restored rows = %q, want one,three,two", got)
+	if got := rc.QueryString(t, "SELECT string_agg(note, ',' ORDER BY note) FROM rpo"); got != "four,one,three,two" {
+		t.Fatalf("restored rows = %q, want four,one,three,two", got)
 	}
 }
 
@@ -396,4 +401,28 @@ func TestStreamShutdownUploadAndTimeTarget(t *testing.T) {
 		t.Fatalf("restored rows = %q, want A only", got)
 	}
 	assertLog(t, rc, "recovery stopping before commit of transaction")
+}
+
+// Issue 9: stream: true runs the streamer inside pitr agent, and the agent's
+// SIGTERM stops it with its final upload.
+func TestAgentStreams(t *testing.T) {
+	r := newRepo(t, "file", nil)
+	c := newStreamCluster(t, r)
+	cmd, log := startAgent(t, r, c, "--stream", "true", "--stream-interval", "1h", "--drill-schedule", "off")
+	waitLog(t, log, "streaming", time.Minute)
+	c.Exec(t, "INSERT INTO rpo VALUES ('agent')")
+	lsn := c.QueryString(t, "SELECT pg_current_wal_lsn()::text")
+	c.WaitFor(t, time.Minute, func() bool {
+		v, err := c.TryQueryString("SELECT (write_lsn >= $1::pg_lsn)::text FROM pg_stat_replication WHERE application_name = 'pitr stream'", lsn)
+		return err == nil && v == "true"
+	})
+	stopAgent(t, cmd, log)
+	if !strings.Contains(log.String(), "streaming stopped") || strings.Contains(log.String(), "level=ERROR") {
+		t.Fatalf("agent log:\n%s", log.String())
+	}
+	sysid := c.QueryString(t, "SELECT system_identifier::text FROM pg_control_system()")
+	st, ok := readStreamState(t, r, sysid)
+	if !ok || c.QueryString(t, "SELECT ($1::pg_lsn >= $2::pg_lsn)::text", st.Durable, lsn) != "true" {
+		t.Fatalf("after the agent's SIGTERM the repository holds WAL up to %q, want at least %s", st.Durable, lsn)
+	}
 }
