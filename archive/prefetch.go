@@ -246,6 +246,24 @@ func (s *Spool) inFlight(name string) (int64, bool) {
 	return fi.Size(), true
 }
 
+// RemoveStaleSpool removes the prefetch spool of a data directory that is
+// not in recovery and whose prefetcher is gone: one killed before it could
+// clean up (a crash at the end of recovery) would otherwise leave up to
+// fetch_ahead+1 segments in pg_wal for good. archive-push calls it, as it
+// runs in every cluster that archives. It reports whether it removed one.
+func RemoveStaleSpool(dataDir string) (bool, error) {
+	sp := &Spool{Dir: filepath.Join(dataDir, "pg_wal", PrefetchDir), DataDir: dataDir}
+	if _, err := os.Lstat(sp.Dir); err != nil || sp.inRecovery() {
+		return false, nil
+	}
+	lock, err := sp.lockFile()
+	if err != nil {
+		return false, nil // a prefetcher is still finishing; it cleans up itself
+	}
+	defer lock.Close()
+	return true, sp.Remove()
+}
+
 // Remove deletes the spool and everything in it.
 func (s *Spool) Remove() error { return os.RemoveAll(s.Dir) }
 
@@ -271,6 +289,9 @@ func (a *Archiver) FetchPrefetched(ctx context.Context, name, dest string, sp *S
 	kind, err := wal.Classify(name)
 	if sp == nil || err != nil || kind != wal.KindSegment {
 		return a.Fetch(ctx, name, dest)
+	}
+	if err := CheckFetchDest(dest, a.DataDir != ""); err != nil {
+		return FetchResult{Name: name}, fmt.Errorf("fetch %s: %w", name, err)
 	}
 	t0 := a.now()
 	prev, ok := sp.readWanted()

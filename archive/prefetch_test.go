@@ -282,3 +282,73 @@ func TestOpenSpoolOnlyForPgWal(t *testing.T) {
 		t.Fatal("spool with fetch_ahead off")
 	}
 }
+
+// archive-push removes a spool left by a prefetcher killed at the end of
+// recovery, but never one in use.
+func TestRemoveStaleSpool(t *testing.T) {
+	p := newPrefetchFixture(t, 0)
+	sp := p.spool(t, 4)
+	if err := sp.writeWanted(wanted{System: sp.System, Name: segName(1), SegSize: testSegSize}); err != nil {
+		t.Fatal(err)
+	}
+	if removed, err := RemoveStaleSpool(p.dataDir); removed || err != nil {
+		t.Fatalf("in recovery: removed=%v, %v", removed, err)
+	}
+	os.Remove(filepath.Join(p.dataDir, "recovery.signal"))
+	lock, err := sp.lockFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if removed, _ := RemoveStaleSpool(p.dataDir); removed {
+		t.Fatal("removed a spool whose prefetcher holds the lock")
+	}
+	lock.Close()
+	if removed, err := RemoveStaleSpool(p.dataDir); !removed || err != nil {
+		t.Fatalf("stale spool: removed=%v, %v", removed, err)
+	}
+	if _, err := os.Stat(sp.Dir); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("spool still there: %v", err)
+	}
+}
+
+// Re-aimed (recovery restarted elsewhere), the prefetcher drops the old
+// window: the spool never holds more than fetch_ahead+1 segments.
+func TestPrefetchReaimDropsOldWindow(t *testing.T) {
+	const ahead = 3
+	p := newPrefetchFixture(t, 12)
+	sp := p.spool(t, ahead)
+	ctx, cancel := context.WithCancel(p.ctx)
+	defer cancel()
+	bg := &Archiver{Store: p.store}
+	var started atomic.Int32
+	exited := make(chan error, 1)
+	start := func() {
+		if started.Add(1) == 1 {
+			go func() { exited <- bg.Prefetch(ctx, sp, PrefetchOptions{Poll: time.Millisecond}) }()
+		}
+	}
+	has := func(names ...string) func() bool {
+		return func() bool {
+			for _, n := range names {
+				if _, err := os.Stat(sp.path(n)); err != nil {
+					return false
+				}
+			}
+			return true
+		}
+	}
+	p.fetchVia(t, sp, segName(1), start)
+	waitFor(t, "segments 2..4", has(segName(2), segName(3), segName(4)))
+	if res := p.fetchVia(t, sp, segName(8), start); res.Prefetched {
+		t.Fatal("out-of-window segment served from the spool")
+	}
+	waitFor(t, "segments 9..11", has(segName(9), segName(10), segName(11)))
+	waitFor(t, "the old window to go", func() bool { return len(spoolSegments(t, sp)) <= ahead+1 })
+	for _, n := range []string{segName(2), segName(3), segName(4)} {
+		if has(n)() {
+			t.Errorf("%s of the old window is still in the spool", n)
+		}
+	}
+	cancel()
+	<-exited
+}

@@ -38,6 +38,13 @@ func runArchivePush(ctx context.Context, env *environment, args []string) error 
 	if err != nil {
 		return err
 	}
+	if a.DataDir != "" {
+		if removed, err := archive.RemoveStaleSpool(a.DataDir); err != nil {
+			env.log.Warn("cannot remove a leftover wal-fetch prefetch spool", "err", err)
+		} else if removed {
+			env.log.Info("removed a leftover wal-fetch prefetch spool", "dir", "pg_wal/"+archive.PrefetchDir)
+		}
+	}
 	res, err := a.PushBacklog(ctx, pos[0], ahead)
 	if err != nil {
 		return err

@@ -124,6 +124,7 @@ func startPrefetcher(sp *archive.Spool, args []string) error {
 		return err
 	}
 	defer logf.Close()
+	closeInheritedOnExec()
 	cmd := exec.Command(exe, append([]string{"wal-prefetch"}, args...)...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
@@ -184,4 +185,22 @@ func runWALPrefetch(ctx context.Context, env *environment, args []string) error 
 		return nil
 	}
 	return err
+}
+
+// closeInheritedOnExec marks every descriptor above stderr close-on-exec.
+// PostgreSQL does not open all its files that way, so restore_command
+// inherits some (with logging_collector, the log pipe); Go passes such
+// descriptors on to a child, and a prefetcher that outlives recovery must
+// not hold them open. wal-fetch itself exits right after, so the flag
+// changes nothing for it.
+func closeInheritedOnExec() {
+	entries, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		if fd, err := strconv.Atoi(e.Name()); err == nil && fd > 2 {
+			syscall.CloseOnExec(fd)
+		}
+	}
 }

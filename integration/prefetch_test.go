@@ -1,0 +1,75 @@
+package integration
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pitr-dev/pitr/internal/pgtest"
+)
+
+var (
+	reFetchedLine    = regexp.MustCompile(`msg=fetched file=([0-9A-F]{24}) `)
+	rePrefetchedLine = regexp.MustCompile(`msg=fetched file=([0-9A-F]{24}) .*prefetched=true`)
+)
+
+// Recovery through many segments with wal-fetch's prefetcher (fetch_ahead)
+// on: replay ends with the source's data, segments were served from the
+// spool in pg_wal/pitr_prefetch (wal-fetch logs prefetched=true for them),
+// and the spool is gone once recovery has ended.
+func TestRecoveryWithPrefetch(t *testing.T) {
+	for _, kind := range backends {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			r := newRepo(t, kind, nil)
+			f, err := os.OpenFile(r.configPath, os.O_APPEND|os.O_WRONLY, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			f.WriteString("fetch_ahead: 6\n")
+			f.Close()
+
+			c := archivingCluster(t, r, 1)
+			c.Exec(t, "CREATE TABLE probe (id int primary key, note text)")
+			c.Exec(t, "INSERT INTO probe VALUES (1, 'before backup')")
+			backupDir := filepath.Join(pgtest.SharedTempDir(t), "data")
+			if out, err := c.RunAsUser(t, "pg_basebackup", "-D", backupDir, "-X", "none", "-c", "fast"); err != nil {
+				t.Fatalf("pg_basebackup: %v %s", err, out)
+			}
+			c.Exec(t, "INSERT INTO probe VALUES (2, 'after backup')")
+			generateWAL(t, c, 24) // a few dozen 1 MiB segments
+			c.Exec(t, "INSERT INTO probe VALUES (3, 'last commit')")
+			c.WaitArchived(t, c.SwitchWAL(t), time.Minute)
+			final := snapshot(t, c, "at the end of the archive")
+			c.Stop(t)
+
+			restored := recoverFromArchive(t, r, backupDir)
+			log := restored.Log()
+			if strings.Contains(log, "FATAL") {
+				t.Errorf("server log has a FATAL:\n%s", log)
+			}
+			fetched := len(reFetchedLine.FindAllString(log, -1))
+			hits := len(rePrefetchedLine.FindAllString(log, -1))
+			t.Logf("%s: %d segments fetched, %d of them from the prefetch spool", kind, fetched, hits)
+			if fetched < 20 {
+				t.Errorf("only %d segments fetched; the test means to replay many", fetched)
+			}
+			if hits == 0 {
+				t.Errorf("no segment came from the prefetch spool (no 'prefetched=true' in the server log)")
+			}
+			assertRestoredData(t, restored, final)
+
+			// PostgreSQL removed recovery.signal at promotion; the prefetcher
+			// sees that and removes its spool.
+			spool := filepath.Join(restored.DataDir(), "pg_wal", "pitr_prefetch")
+			restored.WaitFor(t, time.Minute, func() bool {
+				_, err := os.Stat(spool)
+				return errors.Is(err, os.ErrNotExist)
+			})
+		})
+	}
+}
