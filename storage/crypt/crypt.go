@@ -369,20 +369,10 @@ func (s *Store) StoredInfo(ctx context.Context, key string) (codec.Info, bool, e
 	if st.Size < headerSize+footerSize {
 		return codec.Info{}, false, fmt.Errorf("%w: %s is shorter than an encrypted object", codec.ErrCorrupt, key)
 	}
-	rc, err := s.inner.Open(ctx, key, 0)
-	if err != nil {
-		return codec.Info{}, false, err
-	}
-	var hdr [headerSize]byte
-	_, err = io.ReadFull(rc, hdr[:])
-	rc.Close()
-	if err != nil {
-		return codec.Info{}, false, fmt.Errorf("read %s: %w", key, err)
-	}
-	if err := checkHeader(key, hdr[:]); err != nil {
-		return codec.Info{}, false, err
-	}
-	rc, err = s.inner.Open(ctx, key, st.Size-footerSize)
+	// Only the footer is read (one ranged GET): its magic is enough to
+	// tell an encrypted object from a plaintext one, whose last bytes are
+	// a codec trailer or JSON.
+	rc, err := s.inner.Open(ctx, key, st.Size-footerSize)
 	if err != nil {
 		return codec.Info{}, false, err
 	}

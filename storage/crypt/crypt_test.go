@@ -282,6 +282,10 @@ func TestPlaintextObjectRefused(t *testing.T) {
 	if _, err := st.Open(ctx, "1/backup.json", 0); !errors.Is(err, ErrNotEncrypted) {
 		t.Fatalf("%v", err)
 	}
+	// Nor does a public-key-only host take a plaintext codec trailer for a footer.
+	if _, _, err := wrap(t, inner, []*age.X25519Identity{key}).StoredInfo(ctx, "1/wal/plain"); !errors.Is(err, codec.ErrCorrupt) {
+		t.Fatalf("StoredInfo of a plaintext object: %v", err)
+	}
 }
 
 func TestKeyFiles(t *testing.T) {
