@@ -573,7 +573,12 @@ func (s *Streamer) completeSegment(ctx context.Context, ping func() error) error
 	name := s.segSize.FileName(wal.Segment{TLI: s.tli, No: s.seg})
 	res, err := s.arch.PushBytes(ctx, s.id, name, s.buf)
 	for err != nil {
-		if ctx.Err() != nil || errors.Is(err, archive.ErrConflict) {
+		if errors.Is(err, archive.ErrConflict) {
+			// Another cluster, or a corrupted copy, under this name:
+			// retrying cannot help and overwriting would destroy evidence.
+			return fmt.Errorf("%w: %w", ErrPermanent, err)
+		}
+		if ctx.Err() != nil {
 			return err
 		}
 		s.log.Warn("segment upload failed; retrying (the slot keeps the WAL on the server)", "file", name, "err", err)

@@ -135,8 +135,8 @@ func TestCompleteSegmentNextToArchivePush(t *testing.T) {
 		if same && err != nil {
 			t.Fatalf("identical segment already archived: %v", err)
 		}
-		if !same && !errors.Is(err, archive.ErrConflict) {
-			t.Fatalf("different segment already archived: err = %v, want ErrConflict", err)
+		if !same && (!errors.Is(err, archive.ErrConflict) || !errors.Is(err, ErrPermanent)) {
+			t.Fatalf("different segment already archived: err = %v, want ErrConflict, permanent (no retrying)", err)
 		}
 		if got, _ := readObject(t, st, name); !bytes.Equal(got, other) {
 			t.Fatal("the archived segment was changed")
