@@ -11,7 +11,7 @@ TESTFLAGS ?=
 TEST_TIMEOUT ?= 25m
 BENCH     ?= .
 
-.PHONY: all build demo test bench lint integration-compose clean
+.PHONY: all build demo test bench bench-details lint fuzz integration-compose clean
 
 all: build
 
@@ -30,23 +30,54 @@ test:
 	$(GO) vet $(PKGS)
 	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) -json $(TESTFLAGS) $(PKGS) 2>&1 | $(GO) run ./scripts/testsummary
 
-# pitr vs pgBackRest, one process per WAL segment as PostgreSQL runs them,
-# on a corpus of real WAL from pgbench (generated on the first run, ~3 min,
-# then cached in bench/.cache), followed by the in-process Go benchmarks
-# (codec, archive.Archiver) on the same WAL. BENCHFLAGS go to walbench
-# (go run ./bench/cmd/walbench -h); BENCH selects the Go benchmarks.
-# Then backupbench: base backup and point-in-time restore of a pgbench
-# scale-50 database, pitr vs pgBackRest (~4 min; the cluster is cached in
-# bench/.cache/pgbench-s50). BACKUPBENCHFLAGS go to it
-# (go run ./bench/cmd/backupbench -h; -profile DIR adds CPU profiles).
+# Issue 6's table: pitr vs pgBackRest (its defaults and its fastest
+# settings), to a local repository and to versitygw over TLS: sequential
+# push, backlog drain, sequential fetch, fetch with prefetch, backup,
+# restore to a target time; wall time, MB/s, CPU, peak RSS, stored bytes,
+# ratio; median of RUNS (default 3). backupbench measures backup and
+# restore of a pgbench scale-50 database (cached in bench/.cache; its
+# detailed report is saved, the path is printed), then benchtable the WAL
+# rows on a corpus of real WAL (cached in bench/.cache) and prints the one
+# table. QUICK=1: a validation run (16 segments, one run of everything).
+# BACKUPBENCHFLAGS go to backupbench (-h; -profile DIR adds CPU profiles),
+# BENCHTABLEFLAGS to benchtable (-h).
+# make bench-details: the older per-invocation comparison (walbench, with
+# p95 and fixed costs; BENCHFLAGS) and the in-process Go benchmarks (BENCH).
+RUNS ?= 3
+QUICK ?=
 BENCHFLAGS ?=
 BACKUPBENCHFLAGS ?=
+BENCHTABLEFLAGS ?=
 bench:
+	@command -v pgbackrest >/dev/null 2>&1 && [[ -x /usr/lib/postgresql/15/bin/pgbench ]] || bash scripts/install-deps.sh
+	@[[ -x /usr/bin/time ]] || { echo "make bench: needs GNU time for peak RSS (apt-get install time)" >&2; exit 1; }
+	@out="$$(mktemp -d /tmp/pitr-bench-results-XXXXXX)"; \
+	echo "make bench: backupbench's report goes to $$out/backupbench.txt"; \
+	$(GO) run ./bench/cmd/backupbench $(if $(QUICK),-quick,-rounds $(RUNS) -restore-rounds $(RUNS)) -json "$$out/backupbench.json" $(BACKUPBENCHFLAGS) > "$$out/backupbench.txt"; \
+	$(GO) run ./bench/cmd/benchtable $(if $(QUICK),-quick,-runs $(RUNS)) -backup-json "$$out/backupbench.json" $(BENCHTABLEFLAGS) | tee "$$out/table.txt"; \
+	echo "make bench: table saved in $$out/table.txt"
+
+bench-details:
 	@command -v pgbackrest >/dev/null 2>&1 && [[ -x /usr/lib/postgresql/15/bin/pgbench ]] || bash scripts/install-deps.sh
 	$(GO) run ./bench/cmd/walbench $(BENCHFLAGS)
 	$(GO) test -run '^$$' -bench '$(BENCH)' -benchmem -count=1 ./bench/...
-	@[[ -x /usr/bin/time ]] || { echo "make bench: backupbench needs GNU time for peak RSS (apt-get install time)" >&2; exit 1; }
-	$(GO) run ./bench/cmd/backupbench $(BACKUPBENCHFLAGS)
+
+# Every Fuzz* target (in a *_fuzz_test.go next to the parser it feeds:
+# WAL names, .history, backup_label, backup_manifest, tablespace_map, object
+# format, backup.json, the marker, target times) for FUZZTIME each, one
+# after the other. Their seed corpora (f.Add, and testdata/fuzz where a
+# past failure is kept) run as ordinary tests in make test.
+# FUZZPARALLEL limits the fuzzing workers (default: one per CPU).
+FUZZTIME ?= 30s
+FUZZPARALLEL ?=
+fuzz:
+	@for f in $$(grep -rl --include='*_fuzz_test.go' '^func Fuzz' . | sort); do \
+		dir=$$(dirname "$$f"); \
+		for t in $$(sed -n 's/^func \(Fuzz[A-Za-z0-9_]*\)(.*/\1/p' "$$f"); do \
+			echo "make fuzz: $$dir $$t for $(FUZZTIME)"; \
+			$(GO) test "$$dir" -run '^$$' -fuzz "^$$t\$$" -fuzztime $(FUZZTIME) $(if $(FUZZPARALLEL),-parallel $(FUZZPARALLEL)); \
+		done; \
+	done
 
 lint:
 	@out="$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go' -not -path './vendor/*'))"; \

@@ -1,4 +1,8 @@
-// Package bench holds pitr's benchmarks; `make bench` runs both parts.
+// Package bench holds pitr's benchmarks. `make bench` runs backupbench and
+// then cmd/benchtable, which prints issue 6's one table (WAL push, backlog
+// drain, fetch, prefetch, backup, restore; pitr vs pgBackRest's defaults and
+// fastest settings; local and S3 over TLS). `make bench-details` runs
+// walbench and the Go benchmarks.
 //
 // cmd/walbench compares pitr with pgBackRest the way PostgreSQL calls them,
 // one process per WAL segment, on a corpus of real WAL generated once by
@@ -16,5 +20,5 @@
 // cmd/backupbench compares `pitr backup` with `pgbackrest backup` and
 // `pitr restore --target TIME --start` with `pgbackrest restore --type=time`
 // on a pgbench scale-50 cluster (cached in bench/.cache/pgbench-s50) with
-// ~1 GiB of WAL to replay; `make bench` runs it last.
+// ~1 GiB of WAL to replay; its -json rows end up in benchtable's table.
 package bench

@@ -24,6 +24,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -62,6 +63,8 @@ type config struct {
 	onlyDefault   bool
 	timeout       time.Duration
 	profileDir    string
+	jsonPath      string
+	quick         bool
 }
 
 func main() {
@@ -79,7 +82,12 @@ func main() {
 	flag.BoolVar(&cfg.onlyDefault, "only-default", false, "back up only with pitr and pgBackRest's defaults (no zst, no process-max=2)")
 	flag.DurationVar(&cfg.timeout, "restore-timeout", 20*time.Minute, "give up on one restore after this long")
 	flag.StringVar(&cfg.profileDir, "profile", "", "afterwards, profile pitr's backup, extraction and WAL fetch in process (with what-if variants) and write CPU profiles to this directory")
+	flag.StringVar(&cfg.jsonPath, "json", "", "also write the backup and restore rows of benchtable's table (medians: pitr, pgBackRest default, pgBackRest fastest) to this file")
+	flag.BoolVar(&cfg.quick, "quick", false, "validation run: one backup and one restore round, 64 MiB of WAL")
 	flag.Parse()
+	if cfg.quick {
+		cfg.rounds, cfg.restoreRounds, cfg.walMiB = 1, 1, 64
+	}
 	if flag.NArg() != 0 || cfg.rounds < 1 || cfg.restoreRounds < 1 || cfg.walMiB < 16 {
 		fmt.Fprintln(os.Stderr, "backupbench: takes no arguments; -rounds and -restore-rounds ≥ 1, -wal-mib ≥ 16")
 		os.Exit(2)
@@ -217,6 +225,11 @@ func run(ctx context.Context, cfg config) (bool, error) {
 		}
 	}
 	met := b.report(os.Stdout, bk, rs)
+	if cfg.jsonPath != "" {
+		if err := b.writeJSON(cfg.jsonPath, bk, rs); err != nil {
+			return met, err
+		}
+	}
 	if cfg.profileDir != "" {
 		if err := b.cl.Stop(ctx); err != nil {
 			return met, err
@@ -340,10 +353,11 @@ func (b *bench) switchAndWait(ctx context.Context) error {
 // ---------------------------------------------------------------- backups
 
 type variant struct {
-	name  string
-	short string
-	args  []string // extra pgBackRest options; nil for pitr
-	pitr  bool
+	name    string
+	short   string
+	args    []string // extra pgBackRest options; nil for pitr
+	pitr    bool
+	fastest bool // pgBackRest's fastest settings, restored too
 }
 
 type backupRun struct {
@@ -361,6 +375,7 @@ type backupResults struct {
 	load      *benchkit.Load
 	lastPitr  string
 	lastPGBR  string // latest default (gz, process-max=1) pgBackRest backup
+	lastFast  string // latest pgBackRest backup with its fastest settings
 }
 
 func (b *bench) variants() []variant {
@@ -371,7 +386,8 @@ func (b *bench) variants() []variant {
 	if !b.cfg.onlyDefault {
 		vs = append(vs,
 			variant{name: "pgBackRest zst (compress-type=zst)", short: "pgBR zst", args: []string{"--compress-type=zst"}},
-			variant{name: "pgBackRest gz, process-max=2", short: "gz p=2", args: []string{"--process-max=2"}})
+			variant{name: "pgBackRest gz, process-max=2", short: "gz p=2", args: []string{"--process-max=2"}},
+			variant{name: "pgBackRest fastest (zst, process-max=2)", short: "pgBR fast", args: []string{"--compress-type=zst", "--process-max=2"}, fastest: true})
 	}
 	return vs
 }
@@ -450,6 +466,8 @@ func (b *bench) backups(ctx context.Context) (*backupResults, error) {
 				}
 			} else if len(v.args) == 0 {
 				res.lastPGBR = name
+			} else if v.fastest {
+				res.lastFast = name
 			}
 		}
 	}
@@ -551,7 +569,7 @@ func (b *bench) restores(ctx context.Context, bk *backupResults) (*restoreResult
 		return nil, err
 	}
 	syscall.Sync()
-	tools := []string{"pitr", "pgBackRest"}
+	tools := restoreTools(bk)
 	rs.load = benchkit.StartLoad("measured tools + recovering servers")
 	for r := 0; r < b.cfg.restoreRounds; r++ {
 		for i := range tools {
@@ -697,7 +715,7 @@ func targetText(t time.Time) string { return t.UTC().Format("2006-01-02 15:04:05
 
 func (b *bench) restoreOnce(ctx context.Context, tool string, round int, bk *backupResults, target time.Time) (restoreRun, error) {
 	rr := restoreRun{tool: tool}
-	dir := filepath.Join(b.work, "restore", fmt.Sprintf("%s-%d", strings.ToLower(tool), round+1))
+	dir := filepath.Join(b.work, "restore", fmt.Sprintf("%s-%d", strings.ReplaceAll(strings.ToLower(tool), " ", "-"), round+1))
 	port, err := freePort()
 	if err != nil {
 		return rr, err
@@ -713,6 +731,9 @@ func (b *bench) restoreOnce(ctx context.Context, tool string, round int, bk *bac
 	logPath := filepath.Join(dir, "pitr-restore.log") // where pitr restore --start logs
 	if tool != "pitr" {
 		logPath = filepath.Join(dir, "pgbr-restore.log")
+		if strings.Contains(dir, " ") {
+			return rr, fmt.Errorf("restore directory %q has a space", dir)
+		}
 		// pgBackRest restores into an existing directory.
 		if err := os.Mkdir(dir, 0o700); err != nil {
 			return rr, err
@@ -737,8 +758,15 @@ func (b *bench) restoreOnce(ctx context.Context, tool string, round int, bk *bac
 			return rr, fmt.Errorf("pitr restore did not restore backup %s:\n%s", bk.lastPitr, out)
 		}
 	} else {
-		cmd := b.pgbr(ctx, "--pg1-path="+dir, "--set="+bk.lastPGBR, "--type=time", "--target="+targetText(target),
-			"--target-action=promote", "restore")
+		args := []string{"--pg1-path=" + dir, "--set=" + bk.lastPGBR, "--type=time", "--target=" + targetText(target), "--target-action=promote"}
+		if tool == restoreFastest {
+			// Its fastest settings: two processes for the restore, and
+			// archive-get asynchronous with two processes (its prefetch).
+			args = []string{"--pg1-path=" + dir, "--set=" + bk.lastFast, "--type=time", "--target=" + targetText(target), "--target-action=promote",
+				"--process-max=2", "--recovery-option=restore_command=" + b.pgbackrest + " --config=" + b.pgbrConf + " --stanza=bench --pg1-path=" + dir +
+					" --archive-async=y --process-max=2 archive-get %f \"%p\""}
+		}
+		cmd := b.pgbr(ctx, append(args, "restore")...)
 		tu, _, err := runas.MeasureTree(cmd, 0, b.scratch, 50*time.Millisecond)
 		rr.cmd = tu
 		if err != nil {
@@ -1056,7 +1084,7 @@ func (b *bench) report(w io.Writer, bk *backupResults, rs *restoreResults) bool 
 	if rs == nil {
 		return met
 	}
-	tools := []string{"pitr", "pgBackRest"}
+	tools := restoreTools(bk)
 	per := func(f func(restoreRun) float64) []float64 {
 		out := make([]float64, len(tools))
 		for i, t := range tools {
@@ -1080,7 +1108,14 @@ func (b *bench) report(w io.Writer, bk *backupResults, rs *restoreResults) bool 
 	fmt.Fprintf(w, "          then the log is polled until \"archive recovery complete\" + \"ready to accept connections\" (pitr every 200 ms, backupbench every 50 ms)\n")
 	fmt.Fprintf(w, "          restore_command: pitr wal-fetch | pgbackrest archive-get (default: synchronous, no prefetch); source cluster stopped, same server settings\n")
 	fmt.Fprintf(w, "load:     %s\n", rs.load)
-	fmt.Fprintf(w, "  %-44s %10s %10s %10s\n", "", "pitr", "pgBackRest", "vs pgBR")
+	fmt.Fprintf(w, "  %-44s", "")
+	for _, t := range tools {
+		fmt.Fprintf(w, " %10s", restoreShort[t])
+	}
+	for _, t := range tools[1:] {
+		fmt.Fprintf(w, " %10s", "vs "+restoreShort[t])
+	}
+	fmt.Fprintln(w)
 	total := per(func(r restoreRun) float64 { return r.total.Seconds() })
 	row(w, "end to end (s)", "%.1f", total, false)
 	cells = nil
@@ -1126,4 +1161,86 @@ func verdict(ok bool) string {
 		return "MET"
 	}
 	return "MISSED"
+}
+
+// restoreFastest restores pgBackRest's fastest backup with its fastest
+// settings; "pgBackRest" is its default backup and settings.
+const restoreFastest = "pgBackRest fastest"
+
+var restoreShort = map[string]string{"pitr": "pitr", "pgBackRest": "pgBackRest", restoreFastest: "pgBR fast"}
+
+func restoreTools(bk *backupResults) []string {
+	tools := []string{"pitr", "pgBackRest"}
+	if bk.lastFast != "" {
+		tools = append(tools, restoreFastest)
+	}
+	return tools
+}
+
+// tableRow is one row of benchtable's table (its jsonRow).
+type tableRow struct {
+	Row    string  `json:"row"`
+	Target string  `json:"target"`
+	Tool   string  `json:"tool"`
+	Wall   float64 `json:"wall_s"`
+	MBps   float64 `json:"mb_s"`
+	CPU    float64 `json:"cpu_s"`
+	RSS    float64 `json:"peak_rss_mib"`
+	Stored float64 `json:"stored_mib"`
+	Runs   int     `json:"runs"`
+}
+
+// writeJSON writes the medians of pitr, pgBackRest's defaults and its
+// fastest settings for benchtable: backup (MB/s of data backed up; CPU of
+// the tool's processes) and restore to a target time (end to end until
+// promoted; MB/s of data plus WAL written after the backups; CPU of the
+// restore command plus the startup process and its restore_commands).
+func (b *bench) writeJSON(path string, bk *backupResults, rs *restoreResults) error {
+	var rows []tableRow
+	names := map[string]string{"pitr": "pitr", "pgBackRest": "pgBackRest default", restoreFastest: "pgBackRest fastest"}
+	for i, v := range bk.variants {
+		name := ""
+		switch {
+		case v.pitr:
+			name = "pitr"
+		case len(v.args) == 0:
+			name = "pgBackRest default"
+		case v.fastest:
+			name = "pgBackRest fastest"
+		default:
+			continue
+		}
+		med := func(f func(backupRun) float64) float64 {
+			var xs []float64
+			for _, r := range bk.runs[i] {
+				xs = append(xs, f(r))
+			}
+			return median(xs)
+		}
+		wall := med(func(r backupRun) float64 { return r.usage.Wall.Seconds() })
+		rows = append(rows, tableRow{Row: "backup", Target: "local", Tool: name, Wall: wall,
+			MBps: float64(bk.dataBytes) / 1e6 / wall, CPU: med(func(r backupRun) float64 { return r.usage.CPU().Seconds() }),
+			RSS: med(func(r backupRun) float64 { return mib(r.usage.MaxRSS) }), Stored: med(func(r backupRun) float64 { return mib(r.stored) }),
+			Runs: len(bk.runs[i])})
+	}
+	if rs != nil {
+		for _, t := range restoreTools(bk) {
+			med := func(f func(restoreRun) float64) float64 {
+				var xs []float64
+				for _, r := range rs.runs[t] {
+					xs = append(xs, f(r))
+				}
+				return median(xs)
+			}
+			wall := med(func(r restoreRun) float64 { return r.total.Seconds() })
+			rows = append(rows, tableRow{Row: "restore to a time", Target: "local", Tool: names[t], Wall: wall,
+				MBps: float64(bk.dataBytes+rs.walBytes) / 1e6 / wall, CPU: med(func(r restoreRun) float64 { return (r.cmd.CPU() + r.recovery).Seconds() }),
+				RSS: med(func(r restoreRun) float64 { return mib(r.cmd.MaxRSS) }), Stored: -1, Runs: len(rs.runs[t])})
+		}
+	}
+	data, err := json.MarshalIndent(rows, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, append(data, '\n'), 0o644)
 }
