@@ -81,9 +81,14 @@ func readTablespace(ctx context.Context, st storage.Store, key string) (Tablespa
 		return Tablespace{}, err
 	}
 	defer rc.Close()
-	b, err := io.ReadAll(io.LimitReader(rc, 64<<10))
+	// A record is one short line of JSON; a huge object is not ours.
+	const maxRecord = 64 << 10
+	b, err := io.ReadAll(io.LimitReader(rc, maxRecord+1))
 	if err != nil {
 		return Tablespace{}, err
+	}
+	if len(b) > maxRecord {
+		return Tablespace{}, fmt.Errorf("%s: larger than %d bytes, not a tablespace record", key, maxRecord)
 	}
 	var t Tablespace
 	if err := json.Unmarshal(b, &t); err != nil {

@@ -135,7 +135,7 @@ func (b *Backup) Validate() error {
 	if _, err := b.SegmentSize(); err != nil {
 		return fmt.Errorf("backup %s: %w", b.Name, err)
 	}
-	return nil
+	return b.validateObjects()
 }
 
 // ErrNoBackup means the named backup does not exist (or never completed).

@@ -99,6 +99,11 @@ func ParseManifest(data []byte) (*Manifest, error) {
 		default:
 			return nil, fmt.Errorf("backup_manifest: file %d: want exactly one of Path and Encoded-Path", i)
 		}
+		if !isManifestPath(p) {
+			// PostgreSQL lists files relative to the data directory; a
+			// manifest naming anything else was not written by it.
+			return nil, fmt.Errorf("backup_manifest: file %q is not a relative path inside the data directory", p)
+		}
 		if f.Size == nil || *f.Size < 0 {
 			return nil, fmt.Errorf("backup_manifest: file %q: missing or negative Size", p)
 		}

@@ -245,3 +245,49 @@ func deleteRun(ctx context.Context, st storage.Store, id repo.SystemID, name str
 	}
 	return nil
 }
+
+// Written is what the object listing alone says about a completed run:
+// its databases (from the object names) and when dump.json was written.
+// A database host that holds only the public key of an encrypted
+// repository cannot read dump.json, but can schedule by this.
+type Written struct {
+	Name      string
+	Databases []string
+	At        time.Time
+}
+
+// ListWritten lists completed runs without reading their metadata.
+func ListWritten(ctx context.Context, st storage.Store, id repo.SystemID) ([]Written, error) {
+	objs, err := st.List(ctx, repo.DumpPrefix(id))
+	if err != nil {
+		return nil, fmt.Errorf("list dumps: %w", err)
+	}
+	byName := map[string]*Written{}
+	var order []string
+	complete := map[string]bool{}
+	for _, o := range objs {
+		name, object, ok := strings.Cut(strings.TrimPrefix(o.Key, repo.DumpPrefix(id)), "/")
+		if !ok {
+			continue
+		}
+		w := byName[name]
+		if w == nil {
+			w = &Written{Name: name}
+			byName[name] = w
+			order = append(order, name)
+		}
+		if object == repo.DumpMetadataName {
+			complete[name] = true
+			w.At = o.ModTime
+		} else if db, ok := repo.DumpDatabaseOf(object); ok {
+			w.Databases = append(w.Databases, db)
+		}
+	}
+	var out []Written
+	for _, n := range order {
+		if complete[n] {
+			out = append(out, *byName[n])
+		}
+	}
+	return out, nil
+}

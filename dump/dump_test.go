@@ -191,3 +191,17 @@ func TestListAndExecutePrune(t *testing.T) {
 		t.Fatalf("left: %s", got)
 	}
 }
+
+func TestDumpDatabaseOf(t *testing.T) {
+	for _, db := range []string{"shop", "my db", "my.db", "..", "ünï", "a/b", "x_y-z", ".00"} {
+		got, ok := repo.DumpDatabaseOf(repo.DumpObjectName(db))
+		if !ok || got != db {
+			t.Errorf("round trip of %q: %q %v", db, got, ok)
+		}
+	}
+	for _, bad := range []string{"globals.sql", "dump.json", ".dump", "a.2.dump", "a.ZZ.dump"} {
+		if db, ok := repo.DumpDatabaseOf(bad); ok {
+			t.Errorf("%q read as database %q", bad, db)
+		}
+	}
+}

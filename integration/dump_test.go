@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"os"
@@ -342,5 +343,62 @@ func TestDumpPrune(t *testing.T) {
 		if objs, _ := filepath.Glob(filepath.Join(dirs[0], "*")); len(objs) != 0 {
 			t.Fatalf("objects of the pruned run are left: %v", objs)
 		}
+	}
+}
+
+// Issue 10 with issue 8: dumps in an encrypted repository are taken on a
+// database host that holds only the public key, no dump object holds a
+// row value or a readable header, and the restore host restores them with
+// the private key.
+func TestDumpEncrypted(t *testing.T) {
+	t.Parallel()
+	r := newRepo(t, "file", nil)
+	h := newEncryptedHosts(t, r)
+	src := pgtest.NewCluster(t, pgtest.Options{})
+	src.Start(t)
+	src.Exec(t, "CREATE TABLE secrets (v text)")
+	src.Exec(t, "INSERT INTO secrets SELECT $1 || g FROM generate_series(1, 100) g", secretRow)
+	res := r.pitr(t, src.BaseDir(), "dump", "--dsn", src.DSN(), "--pg-bin", src.BinDir())
+	if res.code != 0 {
+		t.Fatalf("pitr dump on the public-key host: %v", res)
+	}
+	name := strings.TrimSpace(res.stdout)
+	st := r.openStore(t)
+	objs, err := st.List(context.Background(), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dumps := 0
+	for _, o := range objs {
+		if !strings.Contains(o.Key, "/dumps/") {
+			continue
+		}
+		dumps++
+		b, err := os.ReadFile(filepath.Join(r.dir, o.Key))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.HasPrefix(b, []byte("PAGE")) || bytes.Contains(b, []byte(secretRow)) || bytes.Contains(b, []byte("CREATE ROLE")) {
+			t.Errorf("%s is not encrypted (starts %q)", o.Key, b[:min(8, len(b))])
+		}
+	}
+	if dumps != 3 { // globals.sql, postgres.dump, dump.json
+		t.Fatalf("%d dump objects, want 3", dumps)
+	}
+	if res := r.pitr(t, src.BaseDir(), "dump", "list"); res.code == 0 {
+		t.Fatalf("dump list without the private key: %v; want a failure", res)
+	}
+	dst := pgtest.NewCluster(t, pgtest.Options{})
+	dst.Start(t)
+	res = r.pitr(t, dst.BaseDir(), "dump", "restore", name+"/postgres", "--db", "copy", "--globals",
+		"--config", h.restoreConf, "--dsn", dst.DSN(), "--pg-bin", dst.BinDir())
+	if res.code != 0 {
+		t.Fatalf("dump restore with the private key: %v", res)
+	}
+	conn := connectDB(t, dst, "copy")
+	defer conn.Close(context.Background())
+	var n int
+	if err := conn.QueryRow(context.Background(), "SELECT count(*) FROM secrets WHERE v LIKE $1", secretRow+"%").Scan(&n); err != nil || n != 100 {
+		t.Fatalf("restored secrets: %d rows, %v; want 100", n, err)
 	}
 }

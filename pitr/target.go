@@ -159,6 +159,11 @@ func ParseTargetTime(s string, defaultZone *time.Location) (time.Time, string, e
 	if err != nil {
 		return time.Time{}, "", fmt.Errorf("target time %q: %v", s, err)
 	}
+	// FormatPGTime writes UTC with a four-digit year; PostgreSQL has no
+	// year 0 (found by fuzzing: 9999-12-31 23:59 -15 is year 10000 in UTC).
+	if y := t.UTC().Year(); y < 1 || y > 9999 {
+		return time.Time{}, "", fmt.Errorf("target time %q is out of range (years 0001 to 9999 in UTC)", s)
+	}
 	if zone == "" {
 		// Name the zone concretely: "Local" says nothing to someone reading
 		// the plan on the worst night of their year.

@@ -150,6 +150,9 @@ func (s *SystemID) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
+// maxMarkerSize bounds what ReadMarker reads: a marker is a few hundred bytes.
+const maxMarkerSize = 64 << 10
+
 // ReadMarker returns the repository's marker, or ErrNoRepository.
 func ReadMarker(ctx context.Context, st storage.Store) (Marker, error) {
 	rc, err := st.Open(ctx, MarkerKey, 0)
@@ -161,9 +164,12 @@ func ReadMarker(ctx context.Context, st storage.Store) (Marker, error) {
 	}
 	defer rc.Close()
 	// The marker is tiny; a huge object here is not ours.
-	b, err := io.ReadAll(io.LimitReader(rc, 64<<10))
+	b, err := io.ReadAll(io.LimitReader(rc, maxMarkerSize+1))
 	if err != nil {
 		return Marker{}, fmt.Errorf("read repository marker: %w", err)
+	}
+	if len(b) > maxMarkerSize {
+		return Marker{}, fmt.Errorf("repository marker %s is larger than %d bytes: not written by pitr", MarkerKey, maxMarkerSize)
 	}
 	var m Marker
 	if err := json.Unmarshal(b, &m); err != nil {
@@ -313,6 +319,32 @@ const (
 // outside [A-Za-z0-9_-] (the dot included) are written as ".HH", so the
 // mapping is one-to-one and never collides with the run's other objects.
 func DumpObjectName(db string) string { return EscapeName(db) + ".dump" }
+
+// DumpDatabaseOf returns the database whose dump object is name, or false
+// if name is not one (the inverse of DumpObjectName).
+func DumpDatabaseOf(name string) (string, bool) {
+	esc, ok := strings.CutSuffix(name, ".dump")
+	if !ok || esc == "" {
+		return "", false
+	}
+	var b []byte
+	for i := 0; i < len(esc); i++ {
+		if esc[i] != '.' {
+			b = append(b, esc[i])
+			continue
+		}
+		if i+2 >= len(esc) {
+			return "", false
+		}
+		v, err := strconv.ParseUint(esc[i+1:i+3], 16, 8)
+		if err != nil {
+			return "", false
+		}
+		b = append(b, byte(v))
+		i += 2
+	}
+	return string(b), true
+}
 
 // BackupConfigName is the object holding the n-th captured configuration
 // file (base name base) of a base backup.

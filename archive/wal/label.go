@@ -98,6 +98,10 @@ func (bl *BackupLabel) decode() error {
 	if bl.StartLSN, bl.StartSegment, startTLI, err = parseWALLocation(keyStartWAL, start); err != nil {
 		return err
 	}
+	if bl.StartLSN == 0 {
+		// InvalidXLogRecPtr: no backup starts there (found by fuzzing).
+		return fmt.Errorf("%s %s is not a valid WAL position", keyStartWAL, bl.StartLSN)
+	}
 	cp, ok := bl.Raw[keyCheckpoint]
 	if !ok {
 		return fmt.Errorf("missing %s", keyCheckpoint)

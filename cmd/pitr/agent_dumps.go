@@ -84,17 +84,32 @@ func anchorDumpJobs(ctx context.Context, log *slog.Logger, st storage.Store, job
 		}
 		return
 	}
+	var written []dump.Written
 	runs, err := dump.List(ctx, st, m.SystemIdentifier)
-	if err != nil {
-		log.Warn("could not list dumps; scheduling dumps as if there were none", "err", err)
-		return
+	if err == nil {
+		for _, r := range runs {
+			w := dump.Written{Name: r.Name, At: r.StartTime}
+			for _, d := range r.Databases {
+				w.Databases = append(w.Databases, d.Name)
+			}
+			written = append(written, w)
+		}
+	} else {
+		// A database host of an encrypted repository holds only the
+		// public key and cannot read dump.json; the listing still says
+		// which databases each run holds and when it completed.
+		log.Info("cannot read dump metadata; scheduling dumps by when each was written", "err", err)
+		if written, err = dump.ListWritten(ctx, st, m.SystemIdentifier); err != nil {
+			log.Warn("could not list dumps; scheduling dumps as if there were none", "err", err)
+			return
+		}
 	}
 	for _, j := range jobs {
-		for _, r := range runs {
-			for _, d := range r.Databases {
-				covered := d.Name == j.db || j.db == "" && !slices.Contains(j.exclude, d.Name)
-				if covered && r.StartTime.After(j.last) {
-					j.last = r.StartTime
+		for _, w := range written {
+			for _, db := range w.Databases {
+				covered := db == j.db || j.db == "" && !slices.Contains(j.exclude, db)
+				if covered && w.At.After(j.last) {
+					j.last = w.At
 				}
 			}
 		}

@@ -8,6 +8,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/pitr-dev/pitr/repo"
+	"github.com/pitr-dev/pitr/storage/fs"
 )
 
 func TestParseDumpSchedules(t *testing.T) {
@@ -79,5 +82,42 @@ func TestAgentRunsDumpJobs(t *testing.T) {
 	}
 	if !strings.Contains(logs.String(), "scheduled dump failed") {
 		t.Fatalf("failure not logged:\n%s", logs.String())
+	}
+}
+
+// Jobs are anchored on the newest dump of their databases; when dump.json
+// cannot be read (a public-key-only host of an encrypted repository; here
+// metadata that does not parse), on when it was written.
+func TestAnchorDumpJobs(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	st, err := fs.New(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := repo.Init(ctx, st, 7, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	put := func(key, content string) {
+		t.Helper()
+		if err := st.Put(ctx, key, strings.NewReader(content)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	put(repo.DumpKey(7, "20260401T000000Z", repo.DumpObjectName("busy")), "x")
+	put(repo.DumpKey(7, "20260401T000000Z", repo.DumpObjectName("shop")), "x")
+	put(repo.DumpKey(7, "20260401T000000Z", repo.DumpMetadataName), "not json")
+	put(repo.DumpKey(7, "20260402T000000Z", repo.DumpObjectName("busy")), "x") // no dump.json: incomplete
+	all := &dumpJob{exclude: []string{"busy"}}
+	busy := &dumpJob{db: "busy"}
+	other := &dumpJob{db: "other"}
+	var logs bytes.Buffer
+	anchorDumpJobs(ctx, slog.New(slog.NewTextHandler(&logs, nil)), st, []*dumpJob{all, busy, other})
+	info, err := st.Stat(ctx, repo.DumpKey(7, "20260401T000000Z", repo.DumpMetadataName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !all.last.Equal(info.ModTime) || !busy.last.Equal(info.ModTime) || !other.last.IsZero() {
+		t.Fatalf("anchors: all %v, busy %v, other %v; want %v, %v, zero\n%s", all.last, busy.last, other.last, info.ModTime, info.ModTime, logs.String())
 	}
 }
