@@ -67,6 +67,7 @@ func openStore(ctx context.Context, cfg Config, log *slog.Logger, retries retry.
 			SSEKMSKeyID:     cfg.S3SSEKMSKeyID,
 			ObjectLockMode:  strings.ToUpper(cfg.S3ObjectLockMode),
 			ObjectLockDays:  cfg.S3ObjectLockDays,
+			LockKey:         repo.Retained,
 		})
 	default:
 		return nil, fmt.Errorf("repository URL %q: unsupported scheme %q (want file:// or s3://)", cfg.Repo, u.Scheme)

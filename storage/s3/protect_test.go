@@ -169,6 +169,7 @@ func TestObjectLockAndSSE(t *testing.T) {
 		c.ObjectLockMode = ObjectLockGovernance
 		c.ObjectLockDays = 7
 		c.Now = func() time.Time { return now }
+		c.LockKey = func(key string) bool { return !strings.HasSuffix(key, "heartbeat") }
 	}, rec.option())
 	ctx := t.Context()
 	small := bytes.Repeat([]byte("w"), 1<<20)
@@ -178,6 +179,16 @@ func TestObjectLockAndSSE(t *testing.T) {
 	big := bytes.Repeat([]byte("b"), 11<<20)
 	if err := s.Put(ctx, "base/big", io.MultiReader(bytes.NewReader(big))); err != nil {
 		t.Fatalf("multipart put with object lock: %v", err)
+	}
+	// A key LockKey excludes is written without retention, so it can be
+	// rewritten and deleted as usual.
+	for range 2 {
+		if err := s.Put(ctx, "base/heartbeat", strings.NewReader("beat")); err != nil {
+			t.Fatalf("rewrite of an unlocked key: %v", err)
+		}
+	}
+	if err := s.Delete(ctx, "base/heartbeat"); err != nil {
+		t.Fatalf("delete of an unlocked key: %v", err)
 	}
 	wantUntil := now.Add(7 * 24 * time.Hour)
 	for _, op := range []string{"PutObject", "CreateMultipartUpload"} {

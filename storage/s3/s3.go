@@ -81,6 +81,11 @@ type Config struct {
 	// store's credentials. The bucket must have Object Lock enabled.
 	ObjectLockMode string
 	ObjectLockDays int
+	// LockKey selects the keys that get the retention (nil: all). Objects
+	// that are rewritten or deleted in normal operation (heartbeats, locks)
+	// must not be locked: a server without versioning refuses to replace
+	// them, and on S3 each rewrite leaves a locked version behind.
+	LockKey func(key string) bool
 	// Now is the clock retention dates count from; nil: time.Now.
 	Now func() time.Time
 }
@@ -399,7 +404,7 @@ func (s *Store) putInput(key string, body io.Reader) *awss3.PutObjectInput {
 			in.SSEKMSKeyId = aws.String(s.cfg.SSEKMSKeyID)
 		}
 	}
-	if s.cfg.ObjectLockMode != "" {
+	if s.cfg.ObjectLockMode != "" && (s.cfg.LockKey == nil || s.cfg.LockKey(key)) {
 		now := time.Now
 		if s.cfg.Now != nil {
 			now = s.cfg.Now
