@@ -41,6 +41,7 @@ import (
 	"github.com/pitr-dev/pitr/bench/internal/benchkit"
 	"github.com/pitr-dev/pitr/bench/internal/corpus"
 	"github.com/pitr-dev/pitr/bench/internal/runas"
+	"github.com/pitr-dev/pitr/bench/internal/s3tls"
 	"github.com/pitr-dev/pitr/storage/codec"
 )
 
@@ -121,7 +122,7 @@ type bench struct {
 	pitrBin    string
 	c          *corpus.Corpus
 	segs       []string
-	s3         *s3Server
+	s3         *s3tls.Server
 	pgbrConfs  map[string]string // slot → pgbackrest.conf
 }
 
@@ -195,10 +196,10 @@ func run(ctx context.Context, cfg config) error {
 	}
 	targets := []target{{name: "local"}}
 	if cfg.s3 {
-		if b.s3, err = startS3(ctx, filepath.Join(b.work, "s3")); err != nil {
+		if b.s3, err = s3tls.Start(ctx, filepath.Join(b.work, "s3")); err != nil {
 			return fmt.Errorf("versitygw: %w", err)
 		}
-		defer b.s3.stop()
+		defer b.s3.Stop()
 		targets = append(targets, target{name: "s3"})
 	}
 	rows := []string{"push", "drain", "fetch", "prefetch"}
@@ -328,7 +329,7 @@ func (b *bench) createStanzas(targets []target) error {
 					if tg.name == "s3" {
 						fmt.Fprintf(&conf, "repo1-type=s3\nrepo1-path=/%s\nrepo1-s3-bucket=%s\nrepo1-s3-endpoint=localhost\nrepo1-storage-port=%d\n"+
 							"repo1-s3-region=%s\nrepo1-s3-key=%s\nrepo1-s3-key-secret=%s\nrepo1-s3-uri-style=path\nrepo1-storage-ca-file=%s\n",
-							name, b.s3.bucket, b.s3.port, b.s3.region, b.s3.access, b.s3.secret, b.s3.certFile)
+							name, b.s3.Bucket, b.s3.Port, b.s3.Region, b.s3.Access, b.s3.Secret, b.s3.CertFile)
 					} else {
 						fmt.Fprintf(&conf, "repo1-path=%s\n", filepath.Join(dir, "repo"))
 					}
@@ -410,7 +411,7 @@ func copyFile(src, dst string) error {
 // pitrRepo is the --repo URL of a pitr slot, and the environment to reach it.
 func (b *bench) pitrRepo(name string, tg target) (string, []string) {
 	if tg.name == "s3" {
-		return "s3://" + b.s3.bucket + "/" + name, b.s3.env()
+		return "s3://" + b.s3.Bucket + "/" + name, b.s3.Env()
 	}
 	return "file://" + filepath.Join(b.work, "pitr-repos", name), nil
 }
@@ -604,7 +605,7 @@ func (b *bench) storedWAL(name string, tg target, t tool) (int64, error) {
 		prefix = name + "/archive/bench/"
 	}
 	if tg.name == "s3" {
-		return b.s3.sizeUnder(b.ctx, prefix, func(key string) bool { return !strings.Contains(key, "archive.info") })
+		return b.s3.SizeUnder(b.ctx, prefix, func(key string) bool { return !strings.Contains(key, "archive.info") })
 	}
 	root := filepath.Join(b.work, "pitr-repos")
 	if !t.pitr {

@@ -1,4 +1,8 @@
-package main
+// Package s3tls runs versitygw (posix backend) over HTTPS on 127.0.0.1 with
+// a self-signed certificate made per run, for the benchmarks: pgBackRest
+// talks to S3 only over TLS, so both tools get TLS (a plain-HTTP pitr would
+// not be doing the same work).
+package s3tls
 
 import (
 	"bytes"
@@ -26,23 +30,22 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 )
 
-// s3Server is versitygw (posix backend) serving HTTPS on 127.0.0.1 with a
-// self-signed certificate. pgBackRest talks to S3 only over TLS, so both
-// tools get TLS: a plain-HTTP pitr would not be the same work.
-type s3Server struct {
+// Server is a running versitygw with one bucket.
+type Server struct {
 	cmd      *exec.Cmd
 	log      *bytes.Buffer
-	port     int
-	endpoint string
-	certFile string
 	pool     *x509.CertPool
-	bucket   string
-	region   string
-	access   string
-	secret   string
+	Port     int
+	Endpoint string // https://127.0.0.1:port
+	CertFile string // the certificate, readable by everyone: it is its own CA
+	Bucket   string
+	Region   string
+	Access   string
+	Secret   string
 }
 
-func startS3(ctx context.Context, dir string) (*s3Server, error) {
+// Start starts a server whose files (data, certificate, key) live in dir.
+func Start(ctx context.Context, dir string) (*Server, error) {
 	bin, err := exec.LookPath("versitygw")
 	if err != nil {
 		gopath := os.Getenv("GOPATH")
@@ -54,7 +57,7 @@ func startS3(ctx context.Context, dir string) (*s3Server, error) {
 			return nil, fmt.Errorf("versitygw not found (go install github.com/versity/versitygw/cmd/versitygw@latest): %w", err)
 		}
 	}
-	s := &s3Server{bucket: "bench", region: "us-east-1", access: "bench-access", secret: "bench-secret-0123456789", log: &bytes.Buffer{}}
+	s := &Server{Bucket: "bench", Region: "us-east-1", Access: "bench-access", Secret: "bench-secret-0123456789", log: &bytes.Buffer{}}
 	if err := os.MkdirAll(filepath.Join(dir, "data"), 0o700); err != nil {
 		return nil, err
 	}
@@ -67,9 +70,9 @@ func startS3(ctx context.Context, dir string) (*s3Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s.certFile = filepath.Join(dir, "cert.pem")
+	s.CertFile = filepath.Join(dir, "cert.pem")
 	keyFile := filepath.Join(dir, "key.pem")
-	if err := os.WriteFile(s.certFile, certPEM, 0o644); err != nil {
+	if err := os.WriteFile(s.CertFile, certPEM, 0o644); err != nil {
 		return nil, err
 	}
 	if err := os.WriteFile(keyFile, keyPEM, 0o600); err != nil {
@@ -81,12 +84,12 @@ func startS3(ctx context.Context, dir string) (*s3Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s.port = l.Addr().(*net.TCPAddr).Port
+	s.Port = l.Addr().(*net.TCPAddr).Port
 	l.Close()
-	s.endpoint = fmt.Sprintf("https://127.0.0.1:%d", s.port)
-	s.cmd = exec.Command(bin, "--port", fmt.Sprintf("127.0.0.1:%d", s.port), "--cert", s.certFile, "--key", keyFile,
+	s.Endpoint = fmt.Sprintf("https://127.0.0.1:%d", s.Port)
+	s.cmd = exec.Command(bin, "--port", fmt.Sprintf("127.0.0.1:%d", s.Port), "--cert", s.CertFile, "--key", keyFile,
 		"--quiet", "posix", filepath.Join(dir, "data"))
-	s.cmd.Env = append(os.Environ(), "ROOT_ACCESS_KEY_ID="+s.access, "ROOT_SECRET_ACCESS_KEY="+s.secret, "VGW_REGION="+s.region)
+	s.cmd.Env = append(os.Environ(), "ROOT_ACCESS_KEY_ID="+s.Access, "ROOT_SECRET_ACCESS_KEY="+s.Secret, "VGW_REGION="+s.Region)
 	s.cmd.Stdout, s.cmd.Stderr = s.log, s.log
 	s.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := s.cmd.Start(); err != nil {
@@ -95,65 +98,67 @@ func startS3(ctx context.Context, dir string) (*s3Server, error) {
 	hc := s.httpClient()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		resp, err := hc.Get(s.endpoint)
+		resp, err := hc.Get(s.Endpoint)
 		if err == nil {
 			resp.Body.Close()
 			break
 		}
 		if time.Now().After(deadline) || ctx.Err() != nil {
-			s.stop()
-			return nil, fmt.Errorf("no answer on %s: %v\n%s", s.endpoint, err, s.log.String())
+			s.Stop()
+			return nil, fmt.Errorf("no answer on %s: %v\n%s", s.Endpoint, err, s.log.String())
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	if _, err := s.client().CreateBucket(ctx, &s3.CreateBucketInput{Bucket: &s.bucket}); err != nil {
-		s.stop()
+	if _, err := s.Client().CreateBucket(ctx, &s3.CreateBucketInput{Bucket: &s.Bucket}); err != nil {
+		s.Stop()
 		return nil, fmt.Errorf("create bucket: %w", err)
 	}
 	return s, nil
 }
 
-func (s *s3Server) stop() {
+// Stop kills the server.
+func (s *Server) Stop() {
 	if s.cmd != nil && s.cmd.Process != nil {
 		_ = s.cmd.Process.Kill()
 		_ = s.cmd.Wait()
 	}
 }
 
-func (s *s3Server) httpClient() *http.Client {
+func (s *Server) httpClient() *http.Client {
 	return &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: s.pool}}, Timeout: 30 * time.Second}
 }
 
-func (s *s3Server) client() *s3.Client {
+// Client is an SDK client that trusts the certificate.
+func (s *Server) Client() *s3.Client {
 	cfg := aws.Config{
-		Region:                     s.region,
-		Credentials:                credentials.NewStaticCredentialsProvider(s.access, s.secret, ""),
+		Region:                     s.Region,
+		Credentials:                credentials.NewStaticCredentialsProvider(s.Access, s.Secret, ""),
 		HTTPClient:                 s.httpClient(),
 		RequestChecksumCalculation: aws.RequestChecksumCalculationWhenRequired,
 		ResponseChecksumValidation: aws.ResponseChecksumValidationWhenRequired,
 	}
 	return s3.NewFromConfig(cfg, func(o *s3.Options) {
-		o.BaseEndpoint = aws.String(s.endpoint)
+		o.BaseEndpoint = aws.String(s.Endpoint)
 		o.UsePathStyle = true
 	})
 }
 
-// env is what pitr needs to reach the server through the SDK's chain.
-func (s *s3Server) env() []string {
+// Env is what pitr needs to reach the server through the SDK's chain.
+func (s *Server) Env() []string {
 	return []string{
-		"AWS_ACCESS_KEY_ID=" + s.access,
-		"AWS_SECRET_ACCESS_KEY=" + s.secret,
-		"AWS_REGION=" + s.region,
-		"AWS_ENDPOINT_URL_S3=" + s.endpoint,
-		"AWS_CA_BUNDLE=" + s.certFile,
+		"AWS_ACCESS_KEY_ID=" + s.Access,
+		"AWS_SECRET_ACCESS_KEY=" + s.Secret,
+		"AWS_REGION=" + s.Region,
+		"AWS_ENDPOINT_URL_S3=" + s.Endpoint,
+		"AWS_CA_BUNDLE=" + s.CertFile,
 		"AWS_EC2_METADATA_DISABLED=true",
 	}
 }
 
-// sizeUnder sums the sizes of the objects under prefix that keep accepts.
-func (s *s3Server) sizeUnder(ctx context.Context, prefix string, keep func(string) bool) (int64, error) {
+// SizeUnder sums the sizes of the objects under prefix that keep accepts.
+func (s *Server) SizeUnder(ctx context.Context, prefix string, keep func(string) bool) (int64, error) {
 	var total int64
-	p := s3.NewListObjectsV2Paginator(s.client(), &s3.ListObjectsV2Input{Bucket: &s.bucket, Prefix: &prefix})
+	p := s3.NewListObjectsV2Paginator(s.Client(), &s3.ListObjectsV2Input{Bucket: &s.Bucket, Prefix: &prefix})
 	for p.HasMorePages() {
 		page, err := p.NextPage(ctx)
 		if err != nil {
