@@ -545,6 +545,9 @@ func TestWalFetchTransientS3Failure(t *testing.T) {
 		t.Skip("the S3 server named by PITR_TEST_S3_ENDPOINT cannot be stopped by a test")
 	}
 	s := newProbe(t, probeOpts{kind: "s3", server: server, gap: time.Second})
+	// The held segment must come from the store while it is down; with
+	// wal-fetch's prefetch it would already be waiting in the spool.
+	appendConfig(t, s.repo, "fetch_ahead: off\n")
 	segs := moreSegments(t, s.src, 3)
 	final := snapshot(t, s.src, "at the end of the archive")
 	hold := segs[len(segs)-3]

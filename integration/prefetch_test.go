@@ -26,12 +26,7 @@ func TestRecoveryWithPrefetch(t *testing.T) {
 		t.Run(kind, func(t *testing.T) {
 			t.Parallel()
 			r := newRepo(t, kind, nil)
-			f, err := os.OpenFile(r.configPath, os.O_APPEND|os.O_WRONLY, 0)
-			if err != nil {
-				t.Fatal(err)
-			}
-			f.WriteString("fetch_ahead: 6\n")
-			f.Close()
+			appendConfig(t, r, "fetch_ahead: 6\n")
 
 			c := archivingCluster(t, r, 1)
 			c.Exec(t, "CREATE TABLE probe (id int primary key, note text)")
@@ -71,5 +66,19 @@ func TestRecoveryWithPrefetch(t *testing.T) {
 				return errors.Is(err, os.ErrNotExist)
 			})
 		})
+	}
+}
+
+// appendConfig adds settings to the repository's config file, which
+// restore_command and archive_command read on every call.
+func appendConfig(t *testing.T, r *testRepo, lines string) {
+	t.Helper()
+	f, err := os.OpenFile(r.configPath, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.WriteString(lines); err != nil {
+		t.Fatal(err)
 	}
 }

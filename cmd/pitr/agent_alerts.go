@@ -76,7 +76,9 @@ func (n *notifier) handle(ctx context.Context, ev agentEvent) {
 			n.log.Error("notification webhook failed", "err", err)
 		}
 	}
-	if n.deadman != "" && ev.OK && ev.Job != "prune" {
+	// Dumps do not ping: hourly dumps would keep the switch quiet while
+	// backups no longer run.
+	if n.deadman != "" && ev.OK && (ev.Job == "backup" || ev.Job == "drill") {
 		if err := n.send(ctx, http.MethodGet, n.deadman, nil); err != nil {
 			n.log.Error("dead man's switch ping failed", "err", err)
 		}
