@@ -225,25 +225,45 @@ func Newest(runs []Run) map[string]Run {
 }
 
 // deleteRun removes a run's objects, metadata first so that from the first
-// deletion on it no longer exists for any reader.
-func deleteRun(ctx context.Context, st storage.Store, id repo.SystemID, name string, objs []storage.ObjectInfo) error {
+// deletion on it no longer exists for any reader. Objects under retention
+// (S3 Object Lock, storage.ErrLocked) are skipped and counted: if that is
+// the metadata, the run stays whole (kept), otherwise a later prune removes
+// the rest once the retention ends.
+func deleteRun(ctx context.Context, st storage.Store, id repo.SystemID, name string, objs []storage.ObjectInfo) (locked int, kept bool, err error) {
 	meta := repo.DumpKey(id, name, repo.DumpMetadataName)
 	heartbeat := repo.DumpKey(id, name, repo.DumpInProgressName)
-	if err := st.Delete(ctx, meta); err != nil {
-		return fmt.Errorf("delete dump %s: %w", name, err)
+	del := func(key string) error {
+		err := st.Delete(ctx, key)
+		if errors.Is(err, storage.ErrLocked) {
+			locked++
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("delete dump %s: %w", name, err)
+		}
+		return nil
+	}
+	hasMeta := false
+	for _, o := range objs {
+		hasMeta = hasMeta || o.Key == meta
+	}
+	if hasMeta {
+		if err := del(meta); err != nil {
+			return locked, false, err
+		}
+		if locked > 0 {
+			return locked, true, nil
+		}
 	}
 	for _, o := range objs {
 		if o.Key == meta || o.Key == heartbeat {
 			continue
 		}
-		if err := st.Delete(ctx, o.Key); err != nil {
-			return fmt.Errorf("delete dump %s: %w", name, err)
+		if err := del(o.Key); err != nil {
+			return locked, false, err
 		}
 	}
-	if err := st.Delete(ctx, heartbeat); err != nil {
-		return fmt.Errorf("delete dump %s: %w", name, err)
-	}
-	return nil
+	return locked, false, del(heartbeat)
 }
 
 // Written is what the object listing alone says about a completed run:

@@ -4,12 +4,14 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/pitr-dev/pitr/repo"
+	"github.com/pitr-dev/pitr/storage"
 	"github.com/pitr-dev/pitr/storage/codec"
 	"github.com/pitr-dev/pitr/storage/fs"
 )
@@ -203,5 +205,63 @@ func TestDumpDatabaseOf(t *testing.T) {
 		if db, ok := repo.DumpDatabaseOf(bad); ok {
 			t.Errorf("%q read as database %q", bad, db)
 		}
+	}
+}
+
+// lockedStore refuses to delete keys ending in one of locked, as a bucket
+// with S3 Object Lock does while their retention lasts.
+type lockedStore struct {
+	storage.Store
+	locked []string
+}
+
+func (l lockedStore) Delete(ctx context.Context, key string) error {
+	for _, s := range l.locked {
+		if strings.HasSuffix(key, s) {
+			return fmt.Errorf("delete %s: %w", key, storage.ErrLocked)
+		}
+	}
+	return l.Store.Delete(ctx, key)
+}
+
+// A run whose dump.json is under retention stays whole; one whose other
+// objects are locked is deleted (it no longer exists) and the rest waits.
+func TestPruneSkipsLockedObjects(t *testing.T) {
+	ctx := context.Background()
+	base, err := fs.New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Date(2026, 4, 1, 0, 0, 0, 0, time.UTC)
+	var runs []Run
+	for i, name := range []string{"20260401T000000Z", "20260402T000000Z", "20260403T000000Z"} {
+		r := run(name, t0.Add(time.Duration(i)*24*time.Hour), "shop")
+		for _, o := range []string{repo.DumpGlobalsName, repo.DumpObjectName("shop")} {
+			if err := base.Put(ctx, repo.DumpKey(7, name, o), strings.NewReader("x")); err != nil {
+				t.Fatal(err)
+			}
+		}
+		data, _ := json.Marshal(r)
+		if err := base.Put(ctx, repo.DumpKey(7, name, repo.DumpMetadataName), bytes.NewReader(data)); err != nil {
+			t.Fatal(err)
+		}
+		runs = append(runs, r)
+	}
+	st := lockedStore{Store: base, locked: []string{"20260401T000000Z/dump.json", "20260402T000000Z/globals.sql"}}
+	plan, err := PlanPrune(Listing{Runs: runs}, Policy{Keep: 1}, time.Now(), time.Time{})
+	if err != nil || len(plan.Delete) != 2 {
+		t.Fatalf("plan %+v %v", plan, err)
+	}
+	n, _, err := ExecutePrune(ctx, st, 7, plan, slog.New(slog.DiscardHandler))
+	if err != nil || n != 1 {
+		t.Fatalf("ExecutePrune: %d runs deleted, %v; want 1 (the other kept whole by its locked metadata)", n, err)
+	}
+	left, err := List(ctx, base, 7)
+	if err != nil || len(left) != 2 || left[0].Name != "20260401T000000Z" {
+		t.Fatalf("runs left %+v %v", left, err)
+	}
+	objs, _ := base.List(ctx, repo.DumpPrefix(7)+"20260402T000000Z/")
+	if len(objs) != 1 || !strings.HasSuffix(objs[0].Key, repo.DumpGlobalsName) {
+		t.Fatalf("of the deleted run, left: %+v; want only the locked globals.sql", objs)
 	}
 }

@@ -173,8 +173,16 @@ func ExecutePrune(ctx context.Context, st storage.Store, id repo.SystemID, plan 
 		if err != nil {
 			return runs, incomplete, fmt.Errorf("list dump %s: %w", r.Name, err)
 		}
-		if err := deleteRun(ctx, st, id, r.Name, objs); err != nil {
+		locked, kept, err := deleteRun(ctx, st, id, r.Name, objs)
+		if err != nil {
 			return runs, incomplete, err
+		}
+		if kept {
+			log.Warn("dump is under retention (object lock); kept until it ends", "dump", r.Name)
+			continue
+		}
+		if locked > 0 {
+			log.Warn("dump deleted, but some of its objects are under retention (object lock); a later prune removes them", "dump", r.Name, "locked", locked)
 		}
 		runs++
 		log.Info("deleted dump", "dump", r.Name, "stored", r.StoredSize)
@@ -194,8 +202,13 @@ func ExecutePrune(ctx context.Context, st storage.Store, id repo.SystemID, plan 
 			log.Info("incomplete dump changed since planning; left alone", "dump", inc.Name)
 			continue
 		}
-		if err := deleteRun(ctx, st, id, inc.Name, objs); err != nil {
+		locked, _, err := deleteRun(ctx, st, id, inc.Name, objs)
+		if err != nil {
 			return runs, incomplete, err
+		}
+		if locked > 0 {
+			log.Warn("incomplete dump is under retention (object lock); a later prune removes the rest", "dump", inc.Name, "locked", locked)
+			continue
 		}
 		incomplete++
 		log.Info("deleted incomplete dump", "dump", inc.Name, "objects", len(objs))

@@ -206,8 +206,12 @@ func (t *take) abandon(ctx context.Context) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
 	defer cancel()
 	objs, err := t.o.Store.List(ctx, repo.DumpPrefix(t.srv.SystemID)+t.name+"/")
+	locked := 0
 	if err == nil {
-		err = deleteRun(ctx, t.o.Store, t.srv.SystemID, t.name, objs)
+		locked, _, err = deleteRun(ctx, t.o.Store, t.srv.SystemID, t.name, objs)
+	}
+	if err == nil && locked > 0 {
+		err = fmt.Errorf("%d objects are under retention (object lock)", locked)
 	}
 	if err != nil {
 		t.log.Warn("could not remove the failed dump's objects; prune removes them later", "err", err)
