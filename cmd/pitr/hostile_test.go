@@ -51,3 +51,27 @@ func TestPathTraversalRefused(t *testing.T) {
 		t.Errorf("wal-fetch pg_wal/RECOVERYXLOG: exit %d, stderr %s", code, stderr)
 	}
 }
+
+// Contract: a plain-http S3 endpoint on another host is refused before any
+// request, with the way to allow it named; the refusal keeps each command's
+// exit status (wal-fetch above 125: it is not "not archived").
+func TestPlainHTTPEndpointRefused(t *testing.T) {
+	isolate(t)
+	t.Setenv("AWS_ACCESS_KEY_ID", "x")
+	t.Setenv("AWS_SECRET_ACCESS_KEY", "y")
+	t.Setenv("AWS_REGION", "us-east-1")
+	s3 := []string{"--repo", "s3://bucket/prefix", "--s3-endpoint", "http://s3.example.com:9000"}
+	for _, c := range []struct {
+		args []string
+		want int
+	}{
+		{append([]string{"wal-fetch"}, append(s3, "000000010000000000000001", "RECOVERYXLOG")...), 255},
+		{append([]string{"archive-push"}, append(s3, "pg_wal/000000010000000000000001")...), 1},
+		{append([]string{"backup", "list"}, s3...), 1},
+	} {
+		code, _, stderr := runPitr(t, c.args...)
+		if code != c.want || !strings.Contains(stderr, "s3_allow_http") {
+			t.Errorf("%s: exit %d (want %d), stderr %s", c.args[0], code, c.want, stderr)
+		}
+	}
+}
