@@ -338,8 +338,11 @@ func restoreConfigFiles(ctx context.Context, env *environment, st storage.Store,
 	if err != nil {
 		return err
 	}
-	if len(b.ConfigFiles) == 0 {
+	switch {
+	case len(b.ConfigFiles) == 0:
 		fmt.Fprintf(env.stdout, "backup %s has no captured configuration files (taken before pitr captured them)\n", b.Name)
+	case len(restored) == 0 && len(notes) == 0:
+		fmt.Fprintln(env.stdout, "the server's configuration files were all inside the data directory and are restored with it")
 	}
 	return nil
 }
