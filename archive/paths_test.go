@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -142,5 +143,33 @@ func TestFetchRefusesDecompressionBomb(t *testing.T) {
 				t.Fatalf("fetch of a bomb: %v, want ErrCorrupt naming the limit", err)
 			}
 		})
+	}
+}
+
+// Contract: archive-push comparing with an archived copy that is a
+// decompression bomb stops at the kind's limit, treats the copy as corrupt
+// and replaces it with the verified local file.
+func TestPushReplacesBombArchivedCopy(t *testing.T) {
+	f := newFixture(t)
+	var logs bytes.Buffer
+	f.a.Log = slog.New(slog.NewTextHandler(&logs, nil))
+	f.a.ControlFile = writeControl(t, t.TempDir(), testSysID)
+	makeSegment(t, f.src, 1, 2, testSysID, 1)
+	if _, err := f.a.Push(f.ctx, filepath.Join(f.src, "000000010000000000000002")); err != nil {
+		t.Fatal(err)
+	}
+	hist := writeFile(t, f.src, "00000002.history", "1\t0/3000000\tno recovery target specified\n")
+	if err := f.store.Put(f.ctx, mustKey(t, "00000002.history"), bytes.NewReader(zstdBomb(MaxHistoryFileSize+(1<<20)))); err != nil {
+		t.Fatal(err)
+	}
+	res, err := f.a.Push(f.ctx, hist)
+	if err != nil || !res.Replaced {
+		t.Fatalf("push over a bomb: %+v, %v", res, err)
+	}
+	if !strings.Contains(logs.String(), "more than") {
+		t.Errorf("the bomb was not stopped by the limit: %s", logs.String())
+	}
+	if got, err := f.fetch(t, "00000002.history"); err != nil || !strings.HasPrefix(string(got), "1\t0/3000000") {
+		t.Fatalf("fetch after replacement: %q, %v", got, err)
 	}
 }

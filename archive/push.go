@@ -130,7 +130,7 @@ func (a *Archiver) Push(ctx context.Context, path string) (PushResult, error) {
 
 	switch _, err := a.Store.Stat(ctx, key); {
 	case err == nil:
-		same, err := a.sameAsArchived(ctx, f, key)
+		same, err := a.sameAsArchived(ctx, f, key, MaxFileSize(kind))
 		if err == nil && same {
 			res.AlreadyArchived = true
 			res.Duration = a.now().Sub(start)
@@ -241,7 +241,7 @@ func readSegmentHeader(r io.ReaderAt, segName string, size int64) (wal.LongPageH
 
 // sameAsArchived compares the local file with the archived object by size and
 // SHA-256 of the original bytes.
-func (a *Archiver) sameAsArchived(ctx context.Context, f *os.File, key string) (bool, error) {
+func (a *Archiver) sameAsArchived(ctx context.Context, f *os.File, key string, limit int64) (bool, error) {
 	if _, err := f.Seek(0, io.SeekStart); err != nil {
 		return false, err
 	}
@@ -252,7 +252,7 @@ func (a *Archiver) sameAsArchived(ctx context.Context, f *os.File, key string) (
 	}
 	local := codec.Info{Size: n}
 	copy(local.SHA256[:], h.Sum(nil))
-	archived, err := codec.ReadInfo(ctx, a.Store, key)
+	archived, err := codec.ReadInfoLimit(ctx, a.Store, key, limit)
 	if err != nil {
 		return false, err
 	}

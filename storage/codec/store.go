@@ -98,6 +98,13 @@ func Open(ctx context.Context, st storage.Store, key string) (*Object, error) {
 // It is how callers compare a stored object with local bytes. A store that
 // is an InfoReader may answer without decoding.
 func ReadInfo(ctx context.Context, st storage.Store, key string) (Info, error) {
+	return ReadInfoLimit(ctx, st, key, 0)
+}
+
+// ReadInfoLimit is ReadInfo for an object that cannot legitimately decode to
+// more than limit bytes (see Reader.SetLimit; 0: no limit), so that comparing
+// with a crafted giant-ratio object ends early instead of decoding for hours.
+func ReadInfoLimit(ctx context.Context, st storage.Store, key string, limit int64) (Info, error) {
 	if ir, ok := st.(InfoReader); ok {
 		info, ok, err := ir.StoredInfo(ctx, key)
 		if err != nil {
@@ -112,6 +119,7 @@ func ReadInfo(ctx context.Context, st storage.Store, key string) (Info, error) {
 		return Info{}, err
 	}
 	defer obj.Close()
+	obj.SetLimit(limit)
 	if _, err := io.Copy(io.Discard, obj); err != nil {
 		return Info{}, fmt.Errorf("read %s: %w", key, err)
 	}
