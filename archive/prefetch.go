@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -360,7 +361,7 @@ func (a *Archiver) takeWaiting(ctx context.Context, sp *Spool, name, dest string
 // PrefetchOptions tune the prefetcher; zero values mean the defaults.
 type PrefetchOptions struct {
 	Idle    time.Duration // exit (and remove the spool) after no request for this long; default 60 s
-	Workers int           // concurrent downloads, default 2
+	Workers int           // concurrent downloads; default half the CPUs, 2 to 8
 	Poll    time.Duration // how often the wanted file is read; default 20 ms
 }
 
@@ -379,7 +380,10 @@ func (a *Archiver) Prefetch(ctx context.Context, sp *Spool, opts PrefetchOptions
 		opts.Idle = 60 * time.Second
 	}
 	if opts.Workers <= 0 {
-		opts.Workers = 2
+		// Decoding, hashing and syncing a segment is about one core's work,
+		// and replay needs one core of its own: half the CPUs, at least 2
+		// so that a storage round trip overlaps with the other's work.
+		opts.Workers = min(max(2, runtime.NumCPU()/2), 8)
 	}
 	if opts.Poll <= 0 {
 		opts.Poll = 20 * time.Millisecond
