@@ -39,12 +39,15 @@ test:
 # detailed report is saved, the path is printed), then benchtable the WAL
 # rows on a corpus of real WAL (cached in bench/.cache) and prints the one
 # table. QUICK=1: a validation run (16 segments, one run of everything).
+# S3=0 leaves out the S3 rows. backupbench runs twice: local, then -s3.
 # BACKUPBENCHFLAGS go to backupbench (-h; -profile DIR adds CPU profiles),
 # BENCHTABLEFLAGS to benchtable (-h).
 # make bench-details: the older per-invocation comparison (walbench, with
 # p95 and fixed costs; BENCHFLAGS) and the in-process Go benchmarks (BENCH).
 RUNS ?= 3
 QUICK ?=
+S3 ?= 1
+comma := ,
 BENCHFLAGS ?=
 BACKUPBENCHFLAGS ?=
 BENCHTABLEFLAGS ?=
@@ -54,7 +57,8 @@ bench:
 	@out="$$(mktemp -d /tmp/pitr-bench-results-XXXXXX)"; \
 	echo "make bench: backupbench's report goes to $$out/backupbench.txt"; \
 	$(GO) run ./bench/cmd/backupbench $(if $(QUICK),-quick,-rounds $(RUNS) -restore-rounds $(RUNS)) -json "$$out/backupbench.json" $(BACKUPBENCHFLAGS) > "$$out/backupbench.txt"; \
-	$(GO) run ./bench/cmd/benchtable $(if $(QUICK),-quick,-runs $(RUNS)) -backup-json "$$out/backupbench.json" $(BENCHTABLEFLAGS) | tee "$$out/table.txt"; \
+	$(if $(filter 1,$(S3)),$(GO) run ./bench/cmd/backupbench -s3 $(if $(QUICK),-quick,-rounds $(RUNS) -restore-rounds $(RUNS)) -json "$$out/backupbench-s3.json" $(BACKUPBENCHFLAGS) > "$$out/backupbench-s3.txt";) \
+	$(GO) run ./bench/cmd/benchtable $(if $(QUICK),-quick,-runs $(RUNS)) -s3=$(if $(filter 1,$(S3)),true,false) -backup-json "$$out/backupbench.json$(if $(filter 1,$(S3)),$(comma)$$out/backupbench-s3.json)" $(BENCHTABLEFLAGS) | tee "$$out/table.txt"; \
 	echo "make bench: table saved in $$out/table.txt"
 
 bench-details:

@@ -42,10 +42,12 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/pitr-dev/pitr/archive/wal"
 	"github.com/pitr-dev/pitr/bench/internal/benchkit"
 	"github.com/pitr-dev/pitr/bench/internal/corpus"
 	"github.com/pitr-dev/pitr/bench/internal/runas"
+	"github.com/pitr-dev/pitr/bench/internal/s3tls"
 	"github.com/pitr-dev/pitr/storage/codec"
 )
 
@@ -65,6 +67,7 @@ type config struct {
 	profileDir    string
 	jsonPath      string
 	quick         bool
+	s3            bool
 }
 
 func main() {
@@ -84,7 +87,12 @@ func main() {
 	flag.StringVar(&cfg.profileDir, "profile", "", "afterwards, profile pitr's backup, extraction and WAL fetch in process (with what-if variants) and write CPU profiles to this directory")
 	flag.StringVar(&cfg.jsonPath, "json", "", "also write the backup and restore rows of benchtable's table (medians: pitr, pgBackRest default, pgBackRest fastest) to this file")
 	flag.BoolVar(&cfg.quick, "quick", false, "validation run: one backup and one restore round, 64 MiB of WAL")
+	flag.BoolVar(&cfg.s3, "s3", false, "both tools' repositories on versitygw over TLS (self-signed certificate) instead of local directories")
 	flag.Parse()
+	if cfg.s3 && cfg.profileDir != "" {
+		fmt.Fprintln(os.Stderr, "backupbench: -profile reads a local repository; not with -s3")
+		os.Exit(2)
+	}
 	if cfg.quick {
 		cfg.rounds, cfg.restoreRounds, cfg.walMiB = 1, 1, 64
 	}
@@ -130,9 +138,34 @@ type bench struct {
 	pgbrVer  string
 
 	cl *corpus.Cluster // the running source cluster
+	s3 *s3tls.Server   // -s3: where both repositories live
 }
 
-func (b *bench) pitrURL() string { return "file://" + b.pitrRepo }
+func (b *bench) pitrURL() string {
+	if b.s3 != nil {
+		return "s3://" + b.s3.Bucket + "/pitr"
+	}
+	return "file://" + b.pitrRepo
+}
+
+// pitrCmd runs pitr as the cluster user, with what it needs to reach an S3
+// repository (a restored server started by pitr restore --start inherits
+// it, so its restore_command does too).
+func (b *bench) pitrCmd(ctx context.Context, args ...string) *exec.Cmd {
+	cmd := b.u.Command(ctx, b.work, "", b.pitrBin, args...)
+	if b.s3 != nil {
+		cmd.Env = append(cmd.Env, b.s3.Env()...)
+	}
+	return cmd
+}
+
+// repoName describes where the repositories are, for the report and -json.
+func (b *bench) repoName() string {
+	if b.s3 != nil {
+		return "s3"
+	}
+	return "local"
+}
 
 func run(ctx context.Context, cfg config) (bool, error) {
 	b := &bench{cfg: cfg}
@@ -191,6 +224,13 @@ func run(ctx context.Context, cfg config) (bool, error) {
 	}
 	if b.pitrBin, b.pitrRev, err = benchkit.BuildPitr(ctx, cfg.pitrBin, b.work, logf); err != nil {
 		return false, err
+	}
+	if cfg.s3 {
+		if b.s3, err = s3tls.Start(ctx, filepath.Join(b.work, "s3")); err != nil {
+			return false, fmt.Errorf("versitygw: %w", err)
+		}
+		defer b.s3.Stop()
+		logf("repositories on versitygw at %s (TLS)", b.s3.Endpoint)
 	}
 	out, _ := runas.Run(exec.CommandContext(ctx, b.pgbackrest, "version"))
 	b.pgbrVer = strings.TrimSpace(out)
@@ -291,6 +331,16 @@ func (b *bench) configureSource() error {
 	// pgBackRest insists that archive_command contains "pgbackrest".
 	script := filepath.Join(b.work, "archive-to-pitr-and-pgbackrest.sh")
 	text := fmt.Sprintf(archiveScript, real, b.pitrBin, b.pitrURL(), b.pgbackrest, b.pgbrConf)
+	if b.s3 != nil {
+		// The source server's environment has no AWS_* variables.
+		var exports strings.Builder
+		for _, e := range b.s3.Env() {
+			k, v, _ := strings.Cut(e, "=")
+			fmt.Fprintf(&exports, "export %s='%s'\n", k, v)
+		}
+		first, rest, _ := strings.Cut(text, "\n")
+		text = first + "\n" + exports.String() + rest
+	}
 	if err := os.WriteFile(script, []byte(text), 0o755); err != nil {
 		return err
 	}
@@ -306,8 +356,15 @@ func (b *bench) configureSource() error {
 // stanza, which needs the running cluster.
 func (b *bench) setupPGBackRest(ctx context.Context) error {
 	base := filepath.Join(b.work, "pgbr")
-	text := fmt.Sprintf("[global]\nrepo1-path=%s\nlog-path=%s\nlock-path=%s\nspool-path=%s\n\n[bench]\npg1-path=%s\npg1-port=%d\npg1-socket-path=%s\npg1-user=postgres\n",
-		b.pgbrRepo, filepath.Join(base, "log"), filepath.Join(base, "lock"), filepath.Join(base, "spool"), b.src, b.cl.Port, b.cl.SockDir)
+	repo := "repo1-path=" + b.pgbrRepo
+	if b.s3 != nil {
+		// pgBackRest checks the certificate's host name (not IP SANs).
+		repo = fmt.Sprintf("repo1-type=s3\nrepo1-path=/pgbr\nrepo1-s3-bucket=%s\nrepo1-s3-endpoint=localhost\nrepo1-storage-port=%d\n"+
+			"repo1-s3-region=%s\nrepo1-s3-key=%s\nrepo1-s3-key-secret=%s\nrepo1-s3-uri-style=path\nrepo1-storage-ca-file=%s",
+			b.s3.Bucket, b.s3.Port, b.s3.Region, b.s3.Access, b.s3.Secret, b.s3.CertFile)
+	}
+	text := fmt.Sprintf("[global]\n%s\nlog-path=%s\nlock-path=%s\nspool-path=%s\n\n[bench]\npg1-path=%s\npg1-port=%d\npg1-socket-path=%s\npg1-user=postgres\n",
+		repo, filepath.Join(base, "log"), filepath.Join(base, "lock"), filepath.Join(base, "spool"), b.src, b.cl.Port, b.cl.SockDir)
 	if err := os.WriteFile(b.pgbrConf, []byte(text), 0o644); err != nil {
 		return err
 	}
@@ -428,7 +485,7 @@ func (b *bench) backups(ctx context.Context) (*backupResults, error) {
 			var cmd *exec.Cmd
 			if v.pitr {
 				dsn := fmt.Sprintf("host=%s port=%d user=postgres dbname=postgres", b.cl.SockDir, b.cl.Port)
-				cmd = b.u.Command(ctx, b.work, "", b.pitrBin, "backup", "--fast", "--repo", b.pitrURL(), "--dsn", dsn)
+				cmd = b.pitrCmd(ctx, "backup", "--fast", "--repo", b.pitrURL(), "--dsn", dsn)
 			} else {
 				args := append([]string{"--type=full", "--start-fast=y"}, v.args...)
 				cmd = b.pgbr(ctx, append(args, "backup")...)
@@ -450,7 +507,7 @@ func (b *bench) backups(ctx context.Context) (*backupResults, error) {
 				return nil, fmt.Errorf("%s backup: no new backup in the repository; output: %s", v.name, out)
 			}
 			dir := b.backupDir(v, name)
-			stored, err := corpus.DirBytes(dir)
+			stored, err := b.backupBytes(ctx, v, name)
 			if err != nil {
 				return nil, err
 			}
@@ -461,7 +518,7 @@ func (b *bench) backups(ctx context.Context) (*backupResults, error) {
 				r+1, v.name, tu.Wall.Seconds(), mib(stored), mib(tu.MaxRSS), mib(tu.TreeRSS), 100*run.busy)
 			if v.pitr {
 				res.lastPitr = name
-				if res.dataBytes, err = pitrBackupSize(dir); err != nil {
+				if res.dataBytes, err = b.pitrBackupSize(ctx, dir, name); err != nil {
 					return nil, err
 				}
 			} else if len(v.args) == 0 {
@@ -481,6 +538,9 @@ func (b *bench) listBackups(v variant) ([]string, error) {
 	if v.pitr {
 		dir = filepath.Join(b.pitrRepo, b.pg.SystemIdentifier, "basebackups")
 		re = regexp.MustCompile(`^\d{8}T\d{6}Z`)
+	}
+	if b.s3 != nil {
+		return b.listS3(s3BackupPrefix(b, v), re)
 	}
 	ents, err := os.ReadDir(dir)
 	if errors.Is(err, os.ErrNotExist) {
@@ -521,8 +581,19 @@ func newName(before, after []string) string {
 var sizeRE = regexp.MustCompile(`"size":\s*(\d+)`)
 
 // pitrBackupSize reads the original (uncompressed) size from backup.json.
-func pitrBackupSize(dir string) (int64, error) {
-	data, err := os.ReadFile(filepath.Join(dir, "backup.json"))
+func (b *bench) pitrBackupSize(ctx context.Context, dir, name string) (int64, error) {
+	var data []byte
+	var err error
+	if b.s3 != nil {
+		key := s3BackupPrefix(b, variant{pitr: true}) + name + "/backup.json"
+		var out *s3.GetObjectOutput
+		if out, err = b.s3.Client().GetObject(ctx, &s3.GetObjectInput{Bucket: &b.s3.Bucket, Key: &key}); err == nil {
+			data, err = io.ReadAll(out.Body)
+			out.Body.Close()
+		}
+	} else {
+		data, err = os.ReadFile(filepath.Join(dir, "backup.json"))
+	}
 	if err != nil {
 		return 0, err
 	}
@@ -746,7 +817,7 @@ func (b *bench) restoreOnce(ctx context.Context, tool string, round int, bk *bac
 	b0, t0 := benchkit.BusyNow()
 	rr.start = time.Now()
 	if tool == "pitr" {
-		cmd := b.u.Command(ctx, b.work, "", b.pitrBin, "restore", "--repo", b.pitrURL(), "--target", targetText(target),
+		cmd := b.pitrCmd(ctx, "restore", "--repo", b.pitrURL(), "--target", targetText(target),
 			"--pgdata", dir, "--start", "--port", strconv.Itoa(port), "--start-timeout", b.cfg.timeout.String())
 		tu, out, err := runas.MeasureTree(cmd, 0, b.scratch, 50*time.Millisecond)
 		rr.end = time.Now()
@@ -1005,7 +1076,11 @@ func textRow(w io.Writer, label string, cells []string) {
 
 func (b *bench) report(w io.Writer, bk *backupResults, rs *restoreResults) bool {
 	fmt.Fprintln(w)
-	fmt.Fprintln(w, "pitr vs pgBackRest: base backup and point-in-time restore of a pgbench database, local repositories")
+	if b.s3 != nil {
+		fmt.Fprintf(w, "pitr vs pgBackRest: base backup and point-in-time restore of a pgbench database, repositories on versitygw over TLS (%s)\n", b.s3.Endpoint)
+	} else {
+		fmt.Fprintln(w, "pitr vs pgBackRest: base backup and point-in-time restore of a pgbench database, local repositories")
+	}
 	fmt.Fprintf(w, "database: pgbench -i -s %d on PostgreSQL %s (%.0f MiB in pg_database_size; %.0f MiB backed up), no data checksums, system %s\n",
 		b.pg.Scale, b.pg.PostgreSQL, mib(b.pg.DatabaseBytes), mib(bk.dataBytes), b.pg.SystemIdentifier)
 	fmt.Fprintf(w, "pitr:     %s; `pitr backup --fast`, zstd level %d (default), file:// repository\n", b.pitrRev, codec.DefaultLevel)
@@ -1218,7 +1293,7 @@ func (b *bench) writeJSON(path string, bk *backupResults, rs *restoreResults) er
 			return median(xs)
 		}
 		wall := med(func(r backupRun) float64 { return r.usage.Wall.Seconds() })
-		rows = append(rows, tableRow{Row: "backup", Target: "local", Tool: name, Wall: wall,
+		rows = append(rows, tableRow{Row: "backup", Target: b.repoName(), Tool: name, Wall: wall,
 			MBps: float64(bk.dataBytes) / 1e6 / wall, CPU: med(func(r backupRun) float64 { return r.usage.CPU().Seconds() }),
 			RSS: med(func(r backupRun) float64 { return mib(r.usage.MaxRSS) }), Stored: med(func(r backupRun) float64 { return mib(r.stored) }),
 			Runs: len(bk.runs[i])})
@@ -1233,7 +1308,7 @@ func (b *bench) writeJSON(path string, bk *backupResults, rs *restoreResults) er
 				return median(xs)
 			}
 			wall := med(func(r restoreRun) float64 { return r.total.Seconds() })
-			rows = append(rows, tableRow{Row: "restore to a time", Target: "local", Tool: names[t], Wall: wall,
+			rows = append(rows, tableRow{Row: "restore to a time", Target: b.repoName(), Tool: names[t], Wall: wall,
 				MBps: float64(bk.dataBytes+rs.walBytes) / 1e6 / wall, CPU: med(func(r restoreRun) float64 { return (r.cmd.CPU() + r.recovery).Seconds() }),
 				RSS: med(func(r restoreRun) float64 { return mib(r.cmd.MaxRSS) }), Stored: -1, Runs: len(rs.runs[t])})
 		}
@@ -1243,4 +1318,43 @@ func (b *bench) writeJSON(path string, bk *backupResults, rs *restoreResults) er
 		return err
 	}
 	return os.WriteFile(path, append(data, '\n'), 0o644)
+}
+
+// s3BackupPrefix is where a tool's backups are in the bucket.
+func s3BackupPrefix(b *bench, v variant) string {
+	if v.pitr {
+		return "pitr/" + b.pg.SystemIdentifier + "/basebackups/"
+	}
+	return "pgbr/backup/bench/"
+}
+
+// listS3 lists the "directories" under prefix whose names match re.
+func (b *bench) listS3(prefix string, re *regexp.Regexp) ([]string, error) {
+	var out []string
+	delim := "/"
+	p := s3.NewListObjectsV2Paginator(b.s3.Client(), &s3.ListObjectsV2Input{Bucket: &b.s3.Bucket, Prefix: &prefix, Delimiter: &delim})
+	for p.HasMorePages() {
+		page, err := p.NextPage(context.Background())
+		if err != nil {
+			return nil, err
+		}
+		for _, cp := range page.CommonPrefixes {
+			if cp.Prefix == nil {
+				continue
+			}
+			name := strings.TrimSuffix(strings.TrimPrefix(*cp.Prefix, prefix), "/")
+			if re.MatchString(name) {
+				out = append(out, name)
+			}
+		}
+	}
+	return out, nil
+}
+
+// backupBytes is what one backup occupies in its repository.
+func (b *bench) backupBytes(ctx context.Context, v variant, name string) (int64, error) {
+	if b.s3 != nil {
+		return b.s3.SizeUnder(ctx, s3BackupPrefix(b, v)+name+"/", func(string) bool { return true })
+	}
+	return corpus.DirBytes(b.backupDir(v, name))
 }

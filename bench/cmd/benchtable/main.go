@@ -69,7 +69,7 @@ func main() {
 	flag.BoolVar(&cfg.s3, "s3", true, "also measure against versitygw (TLS, self-signed certificate)")
 	flag.StringVar(&cfg.pitrBin, "pitr", "", "pitr binary to measure (default: go build ./cmd/pitr)")
 	flag.BoolVar(&cfg.keep, "keep", false, "keep the work directory")
-	flag.StringVar(&cfg.backupJSON, "backup-json", "", "merge the backup and restore rows of this backupbench -json file")
+	flag.StringVar(&cfg.backupJSON, "backup-json", "", "merge the backup and restore rows of these backupbench -json files (comma-separated)")
 	flag.StringVar(&cfg.only, "only", "", "comma-separated rows to run: push,drain,fetch,prefetch (default all)")
 	flag.Parse()
 	if flag.NArg() != 0 || cfg.runs < 1 || cfg.segments < 2 {
@@ -245,15 +245,27 @@ func run(ctx context.Context, cfg config) error {
 	logf("measured in %.0f s", time.Since(t0).Seconds())
 
 	var extra []jsonRow
-	if cfg.backupJSON != "" {
-		data, err := os.ReadFile(cfg.backupJSON)
+	for _, p := range strings.Split(cfg.backupJSON, ",") {
+		if p == "" {
+			continue
+		}
+		data, err := os.ReadFile(p)
 		if err != nil {
 			return err
 		}
-		if err := json.Unmarshal(data, &extra); err != nil {
-			return fmt.Errorf("%s: %w", cfg.backupJSON, err)
+		var rows []jsonRow
+		if err := json.Unmarshal(data, &rows); err != nil {
+			return fmt.Errorf("%s: %w", p, err)
 		}
+		extra = append(extra, rows...)
 	}
+	// Backup rows first, then restores; local before s3 within each.
+	sort.SliceStable(extra, func(i, j int) bool {
+		if extra[i].Row != extra[j].Row {
+			return extra[i].Row == "backup"
+		}
+		return extra[i].Target == "local" && extra[j].Target != "local"
+	})
 	b.print(os.Stdout, rows, targets, results, extra, limit)
 	return nil
 }
