@@ -2,8 +2,8 @@ package archive
 
 import (
 	"bytes"
-	"encoding/binary"
 	"errors"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -89,28 +89,20 @@ func TestFetchRefusesDestOutside(t *testing.T) {
 	}
 }
 
-// zstdBomb is a codec object whose body decodes to n zero bytes from about
-// n/32768 bytes (128 KiB RLE blocks); its trailer claims 1 TiB.
-func zstdBomb(n int64) []byte {
+// zeros encodes n zero bytes as a codec object: a true object (its trailer
+// matches), only too large for its kind, and small (zstd's ratio on zeros).
+func zeros(t *testing.T, n int64) []byte {
+	t.Helper()
 	var b bytes.Buffer
-	b.Write([]byte{'P', 'I', 'T', 'R', 1, byte(codec.Zstd), 0, 0})
-	binary.Write(&b, binary.LittleEndian, uint32(0xFD2FB528))
-	b.Write([]byte{0, 7 << 3}) // 128 KiB window
-	for n > 0 {
-		size := min(n, 128<<10)
-		n -= size
-		hdr := uint32(size)<<3 | 1<<1
-		if n == 0 {
-			hdr |= 1
-		}
-		b.Write([]byte{byte(hdr), byte(hdr >> 8), byte(hdr >> 16), 0})
+	if _, err := codec.Encode(&b, io.LimitReader(zeroReader{}, n), codec.Options{Codec: codec.Zstd}); err != nil {
+		t.Fatal(err)
 	}
-	tr := make([]byte, 48)
-	copy(tr, "PTRL")
-	binary.BigEndian.PutUint64(tr[8:], 1<<40)
-	b.Write(tr)
 	return b.Bytes()
 }
+
+type zeroReader struct{}
+
+func (zeroReader) Read(p []byte) (int, error) { clear(p); return len(p), nil }
 
 // Contract: an archived object that decodes to more than any file of its
 // kind can hold is refused as corrupt (not "not archived") once that size
@@ -133,9 +125,9 @@ func TestFetchRefusesDecompressionBomb(t *testing.T) {
 				t.Fatal(err)
 			}
 			limit := MaxFileSize(kind)
-			// Just past the limit: without it, the whole bomb would be
-			// written out before the trailer check failed.
-			if err := f.store.Put(f.ctx, mustKey(t, name), bytes.NewReader(zstdBomb(limit+(1<<20)))); err != nil {
+			// Just past the limit, with a true trailer: without the
+			// limit the fetch would succeed.
+			if err := f.store.Put(f.ctx, mustKey(t, name), bytes.NewReader(zeros(t, limit+(1<<20)))); err != nil {
 				t.Fatal(err)
 			}
 			_, err = f.fetch(t, name)
@@ -159,7 +151,7 @@ func TestPushReplacesBombArchivedCopy(t *testing.T) {
 		t.Fatal(err)
 	}
 	hist := writeFile(t, f.src, "00000002.history", "1\t0/3000000\tno recovery target specified\n")
-	if err := f.store.Put(f.ctx, mustKey(t, "00000002.history"), bytes.NewReader(zstdBomb(MaxHistoryFileSize+(1<<20)))); err != nil {
+	if err := f.store.Put(f.ctx, mustKey(t, "00000002.history"), bytes.NewReader(zeros(t, MaxHistoryFileSize+(1<<20)))); err != nil {
 		t.Fatal(err)
 	}
 	res, err := f.a.Push(f.ctx, hist)
