@@ -70,7 +70,7 @@ func main() {
 	flag.StringVar(&cfg.pitrBin, "pitr", "", "pitr binary to measure (default: go build ./cmd/pitr)")
 	flag.BoolVar(&cfg.keep, "keep", false, "keep the work directory")
 	flag.StringVar(&cfg.backupJSON, "backup-json", "", "merge the backup and restore rows of these backupbench -json files (comma-separated)")
-	flag.StringVar(&cfg.only, "only", "", "comma-separated rows to run: push,drain,fetch,prefetch (default all)")
+	flag.StringVar(&cfg.only, "only", "", "comma-separated rows to run: push,drain,fetch,prefetch (default all; fetch and prefetch read what push stored, so they need it)")
 	flag.Parse()
 	if flag.NArg() != 0 || cfg.runs < 1 || cfg.segments < 2 {
 		flag.Usage()

@@ -141,15 +141,21 @@ type call struct {
 // execute) as the user, in dir, with extra environment, and returns once
 // the command itself has exited; finish collects the rest.
 func (b *bench) startCall(dir string, env []string, argv ...string) (*call, error) {
+	rss := fmt.Sprintf("%s/gnutime-%d", b.scratch, time.Now().UnixNano())
+	args := append([]string{"-reap", rss, "--"}, argv...)
+	cmd := b.u.Command(b.ctx, dir, b.binDir, b.self, args...)
+	cmd.Env = append(cmd.Env, env...)
+	defer os.Remove(rss)
+	return launch(cmd, argv)
+}
+
+// launch starts cmd, a reaper running argv, and waits for argv's exit.
+func launch(cmd *exec.Cmd, argv []string) (*call, error) {
 	pr, pw, err := os.Pipe()
 	if err != nil {
 		return nil, err
 	}
 	defer pw.Close()
-	rss := fmt.Sprintf("%s/gnutime-%d", b.scratch, time.Now().UnixNano())
-	args := append([]string{"-reap", rss, "--"}, argv...)
-	cmd := b.u.Command(b.ctx, dir, b.binDir, b.self, args...)
-	cmd.Env = append(cmd.Env, env...)
 	cmd.ExtraFiles = []*os.File{pw}
 	out := &strings.Builder{}
 	cmd.Stdout, cmd.Stderr = out, out
@@ -172,7 +178,6 @@ func (b *bench) startCall(dir string, env []string, argv ...string) (*call, erro
 		return nil, fmt.Errorf("%s: reaper: %q %v: %s", strings.Join(argv, " "), line, err, out.String())
 	}
 	c.wall, c.fgRSS = time.Duration(wallNS), rssKB<<10
-	_ = os.Remove(rss)
 	return c, nil
 }
 
