@@ -55,6 +55,7 @@ type config struct {
 	keep       bool
 	backupJSON string
 	only       string
+	pitrEnv    string
 }
 
 func main() {
@@ -71,6 +72,7 @@ func main() {
 	flag.BoolVar(&cfg.keep, "keep", false, "keep the work directory")
 	flag.StringVar(&cfg.backupJSON, "backup-json", "", "merge the backup and restore rows of these backupbench -json files (comma-separated)")
 	flag.StringVar(&cfg.only, "only", "", "comma-separated rows to run: push,drain,fetch,prefetch (default all; fetch and prefetch read what push stored, so they need it)")
+	flag.StringVar(&cfg.pitrEnv, "pitr-env", "", "extra environment for every pitr call, comma-separated (what-ifs, e.g. PITR_ARCHIVE_AHEAD=8)")
 	flag.Parse()
 	if flag.NArg() != 0 || cfg.runs < 1 || cfg.segments < 2 {
 		flag.Usage()
@@ -422,10 +424,14 @@ func copyFile(src, dst string) error {
 
 // pitrRepo is the --repo URL of a pitr slot, and the environment to reach it.
 func (b *bench) pitrRepo(name string, tg target) (string, []string) {
-	if tg.name == "s3" {
-		return "s3://" + b.s3.Bucket + "/" + name, b.s3.Env()
+	var env []string
+	if b.cfg.pitrEnv != "" {
+		env = strings.Split(b.cfg.pitrEnv, ",")
 	}
-	return "file://" + filepath.Join(b.work, "pitr-repos", name), nil
+	if tg.name == "s3" {
+		return "s3://" + b.s3.Bucket + "/" + name, append(env, b.s3.Env()...)
+	}
+	return "file://" + filepath.Join(b.work, "pitr-repos", name), env
 }
 
 // pushArgv is archive_command for a segment path as PostgreSQL passes it.
@@ -748,6 +754,9 @@ func (b *bench) print(w io.Writer, rows []string, targets []target, results map[
 		len(b.segs), b.c.SegmentSize>>20, b.c.Dir, b.cfg.runs)
 	fmt.Fprintf(w, "pgBackRest default: its defaults (gz, synchronous). fastest: compress-type=zst, archive-async=y, process-max=2.\n")
 	fmt.Fprintf(w, "pitr: defaults (archive_ahead, fetch_ahead), except fetch_ahead=off in \"sequential fetch\".\n")
+	if b.cfg.pitrEnv != "" {
+		fmt.Fprintf(w, "pitr's environment adds (-pitr-env): %s\n", b.cfg.pitrEnv)
+	}
 	fmt.Fprintf(w, "s3: versitygw on 127.0.0.1 over TLS (self-signed certificate; pitr trusts it through AWS_CA_BUNDLE, pgBackRest through repo1-storage-ca-file).\n")
 	fmt.Fprintf(w, "ratio: the pgBackRest wall time over pitr's (above 1: pitr is faster); CPU includes background processes (archive-async daemons, prefetcher).\n\n")
 	fmt.Fprintf(w, "%-20s %-6s %-19s %9s %8s %8s %9s %10s %8s\n", "work", "repo", "tool", "wall s", "MB/s", "CPU s", "RSS MiB", "stored MiB", "ratio")
