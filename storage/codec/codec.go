@@ -19,6 +19,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"github.com/pitr-dev/pitr/storage/internal/holdback"
 	"hash"
 	"io"
 	"strings"
@@ -252,7 +253,7 @@ func Encode(dst io.Writer, src io.Reader, opts Options) (Info, error) {
 // Reader decodes one object. Read returns io.EOF only after the trailer has
 // been checked against the decoded bytes; any disagreement is ErrCorrupt.
 type Reader struct {
-	src    *holdback
+	src    *holdback.Reader
 	codec  Codec
 	body   io.Reader
 	closer func()
@@ -293,7 +294,7 @@ func NewReaderOptions(src io.Reader, opts ReadOptions) (*Reader, error) {
 	if hdr[4] != version {
 		return nil, fmt.Errorf("%w: object format version %d (this pitr reads version %d; upgrade pitr)", ErrUnsupported, hdr[4], version)
 	}
-	r := &Reader{src: &holdback{r: src}, codec: Codec(hdr[5]), sum: sha256.New()}
+	r := &Reader{src: holdback.New(src, trailerSize, 256<<10), codec: Codec(hdr[5]), sum: sha256.New()}
 	switch r.codec {
 	case None:
 		r.body = r.src
@@ -345,7 +346,7 @@ func (r *Reader) Read(p []byte) (int, error) {
 	case err != nil:
 		// The decoder's own errors are many and mostly untyped; what matters
 		// is whose fault it is. If the source read fine, the bytes are bad.
-		if r.src.rerr == nil {
+		if r.src.SourceErr() == nil {
 			err = fmt.Errorf("%w: %v", ErrCorrupt, err)
 		}
 		r.err = err
@@ -366,7 +367,7 @@ func (r *Reader) verify() error {
 	if extra != 0 {
 		return fmt.Errorf("%w: %d unexpected bytes after the body", ErrCorrupt, extra)
 	}
-	tr, ok := r.src.trailer()
+	tr, ok := r.src.Held()
 	if !ok || !bytes.Equal(tr[:4], trailerMagic[:]) {
 		return fmt.Errorf("%w: missing or damaged trailer (object truncated?)", ErrCorrupt)
 	}
@@ -392,50 +393,4 @@ func (r *Reader) Info() Info { return r.info }
 func (r *Reader) Close() error {
 	r.closer()
 	return nil
-}
-
-// holdback passes through all but the final trailerSize bytes of r, which it
-// keeps for verification once r is exhausted.
-type holdback struct {
-	r          io.Reader
-	buf        []byte // buf[start:end] was read from r but not yet released
-	start, end int
-	eof        bool
-	rerr       error
-}
-
-func (h *holdback) Read(p []byte) (int, error) {
-	if h.buf == nil {
-		h.buf = make([]byte, 256<<10)
-	}
-	for {
-		if avail := h.end - h.start - trailerSize; avail > 0 {
-			n := copy(p, h.buf[h.start:h.start+avail])
-			h.start += n
-			return n, nil
-		}
-		if h.eof {
-			return 0, io.EOF
-		}
-		if h.rerr != nil {
-			return 0, h.rerr
-		}
-		// At most trailerSize bytes are pending: move them to the front and refill.
-		h.end = copy(h.buf, h.buf[h.start:h.end])
-		h.start = 0
-		n, err := h.r.Read(h.buf[h.end:])
-		h.end += n
-		if err == io.EOF {
-			h.eof = true
-		} else if err != nil {
-			h.rerr = err
-		}
-	}
-}
-
-func (h *holdback) trailer() ([]byte, bool) {
-	if !h.eof || h.end-h.start != trailerSize {
-		return nil, false
-	}
-	return h.buf[h.start:h.end], true
 }

@@ -26,6 +26,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/pitr-dev/pitr/storage/internal/holdback"
 	"io"
 
 	"filippo.io/age"
@@ -279,15 +280,15 @@ func (s *Store) newReader(key string, raw io.ReadCloser) (*reader, error) {
 	if len(s.opts.Identities) == 0 {
 		return nil, fmt.Errorf("decrypt %s: %w", key, ErrNoIdentity)
 	}
-	hb := &holdback{r: raw, n: footerSize}
+	hb := holdback.New(raw, footerSize, 128<<10)
 	plain, err := age.Decrypt(hb, s.opts.Identities...)
 	if err != nil {
 		var nomatch *age.NoIdentityMatchError
 		switch {
 		case errors.As(err, &nomatch):
 			return nil, fmt.Errorf("decrypt %s: %w (it was encrypted to other public keys; is the identity file the one for this repository, with old keys kept after a rotation?)", key, ErrWrongKey)
-		case hb.rerr != nil:
-			return nil, fmt.Errorf("decrypt %s: %w", key, hb.rerr)
+		case hb.SourceErr() != nil:
+			return nil, fmt.Errorf("decrypt %s: %w", key, hb.SourceErr())
 		}
 		return nil, fmt.Errorf("decrypt %s: %w: %v", key, codec.ErrCorrupt, err)
 	}
@@ -297,7 +298,7 @@ func (s *Store) newReader(key string, raw io.ReadCloser) (*reader, error) {
 type reader struct {
 	key   string
 	raw   io.ReadCloser
-	hb    *holdback
+	hb    *holdback.Reader
 	plain io.Reader
 	t     tracker
 	done  bool
@@ -322,9 +323,9 @@ func (r *reader) Read(p []byte) (int, error) {
 		r.done = true
 		return n, io.EOF
 	case err != nil:
-		if r.hb.rerr != nil {
+		if r.hb.SourceErr() != nil {
 			// The store failed, not the bytes.
-			r.err = fmt.Errorf("decrypt %s: %w", r.key, r.hb.rerr)
+			r.err = fmt.Errorf("decrypt %s: %w", r.key, r.hb.SourceErr())
 		} else {
 			r.err = fmt.Errorf("decrypt %s: %w: %v", r.key, codec.ErrCorrupt, err)
 		}
@@ -339,7 +340,7 @@ func (r *reader) verify() error {
 	if _, err := io.Copy(io.Discard, r.hb); err != nil {
 		return fmt.Errorf("decrypt %s: %w", r.key, err)
 	}
-	f, ok := r.hb.held()
+	f, ok := r.hb.Held()
 	if !ok || !bytes.Equal(f[:4], footerMagic[:]) {
 		return fmt.Errorf("decrypt %s: %w: missing or damaged footer (object truncated?)", r.key, codec.ErrCorrupt)
 	}
@@ -406,49 +407,4 @@ func (s *Store) List(ctx context.Context, prefix string) ([]storage.ObjectInfo, 
 
 func (s *Store) Delete(ctx context.Context, key string) error {
 	return s.inner.Delete(ctx, key)
-}
-
-// holdback passes through all but the final n bytes of r, which it keeps.
-type holdback struct {
-	r          io.Reader
-	n          int
-	buf        []byte
-	start, end int
-	eof        bool
-	rerr       error
-}
-
-func (h *holdback) Read(p []byte) (int, error) {
-	if h.buf == nil {
-		h.buf = make([]byte, 128<<10)
-	}
-	for {
-		if avail := h.end - h.start - h.n; avail > 0 {
-			n := copy(p, h.buf[h.start:h.start+avail])
-			h.start += n
-			return n, nil
-		}
-		if h.eof {
-			return 0, io.EOF
-		}
-		if h.rerr != nil {
-			return 0, h.rerr
-		}
-		h.end = copy(h.buf, h.buf[h.start:h.end])
-		h.start = 0
-		n, err := h.r.Read(h.buf[h.end:])
-		h.end += n
-		if err == io.EOF {
-			h.eof = true
-		} else if err != nil {
-			h.rerr = err
-		}
-	}
-}
-
-func (h *holdback) held() ([]byte, bool) {
-	if !h.eof || h.end-h.start != h.n {
-		return nil, false
-	}
-	return h.buf[h.start:h.end], true
 }
