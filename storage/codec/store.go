@@ -82,11 +82,16 @@ func (o *Object) Close() error {
 // Open returns a reader of the original bytes stored under key. Read ends
 // with io.EOF only after the checksum has been verified.
 func Open(ctx context.Context, st storage.Store, key string) (*Object, error) {
+	return OpenOptions(ctx, st, key, ReadOptions{})
+}
+
+// OpenOptions is Open with decoding tuned by opts.
+func OpenOptions(ctx context.Context, st storage.Store, key string, opts ReadOptions) (*Object, error) {
 	raw, err := st.Open(ctx, key, 0)
 	if err != nil {
 		return nil, err
 	}
-	r, err := NewReader(raw)
+	r, err := NewReaderOptions(raw, opts)
 	if err != nil {
 		raw.Close()
 		return nil, fmt.Errorf("open %s: %w", key, err)

@@ -1,0 +1,95 @@
+package codec
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"errors"
+	"io"
+	"runtime"
+	"testing"
+	"testing/iotest"
+	"time"
+)
+
+// HashAside only moves the SHA-256 to another goroutine: objects are the same
+// bytes, readable with or without it, and verified the same way.
+func TestHashAsideRoundTrip(t *testing.T) {
+	for _, c := range []Codec{None, Zstd} {
+		for _, n := range []int{0, 1, asyncSumChunk - 1, asyncSumChunk, asyncSumChunk*asyncSumChunks + 1, 5<<20 + 3} {
+			data := sample(n, true)
+			var plain, aside bytes.Buffer
+			if _, err := Encode(&plain, bytes.NewReader(data), Options{Codec: c}); err != nil {
+				t.Fatal(err)
+			}
+			info, err := Encode(&aside, iotest.HalfReader(bytes.NewReader(data)), Options{Codec: c, HashAside: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if info.Size != int64(n) || info.SHA256 != sha256.Sum256(data) {
+				t.Fatalf("%v n=%d: writer info %v does not describe the input", c, n, info)
+			}
+			if !bytes.Equal(plain.Bytes(), aside.Bytes()) {
+				t.Fatalf("%v n=%d: HashAside changed the object's bytes", c, n)
+			}
+			r, err := NewReaderOptions(iotest.HalfReader(bytes.NewReader(aside.Bytes())), ReadOptions{HashAside: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := io.ReadAll(r)
+			r.Close()
+			if err != nil || !bytes.Equal(got, data) {
+				t.Fatalf("%v n=%d: decoded %d bytes, err=%v", c, n, len(got), err)
+			}
+			if r.Info().Size != int64(n) || r.Info().SHA256 != sha256.Sum256(data) {
+				t.Fatalf("%v n=%d: reader info %v", c, n, r.Info())
+			}
+		}
+	}
+}
+
+func TestHashAsideDetectsCorruption(t *testing.T) {
+	for _, c := range []Codec{None, Zstd} {
+		obj := encode(t, sample(3<<20, true), c)
+		cases := map[string][]byte{
+			"flipped body byte": flip(obj, headerSize+len(obj)/3),
+			"flipped last body": flip(obj, len(obj)-trailerSize-1),
+			"flipped checksum":  flip(obj, len(obj)-1),
+			"flipped size":      flip(obj, len(obj)-trailerSize+15),
+		}
+		for name, bad := range cases {
+			r, err := NewReaderOptions(bytes.NewReader(bad), ReadOptions{HashAside: true})
+			if err == nil {
+				_, err = io.Copy(io.Discard, r)
+				r.Close()
+			}
+			if !errors.Is(err, ErrCorrupt) {
+				t.Errorf("%v %s: got err=%v, want ErrCorrupt", c, name, err)
+			}
+		}
+	}
+}
+
+// A reader closed before EOF (a failed fetch) must not leave its hashing
+// goroutine behind: the prefetcher runs for a whole recovery.
+func TestHashAsideCloseEndsGoroutine(t *testing.T) {
+	obj := encode(t, sample(3<<20, true), None)
+	before := runtime.NumGoroutine()
+	for range 20 {
+		r, err := NewReaderOptions(bytes.NewReader(obj), ReadOptions{HashAside: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.ReadFull(r, make([]byte, 1<<20)); err != nil {
+			t.Fatal(err)
+		}
+		r.Close()
+	}
+	// The goroutines end on their own once Close returns; give the
+	// scheduler a moment to run them to their end.
+	for i := 0; runtime.NumGoroutine() > before; i++ {
+		if i == 500 {
+			t.Fatalf("%d goroutines before, %d after closing the readers", before, runtime.NumGoroutine())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
