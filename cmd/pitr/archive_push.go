@@ -4,8 +4,11 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 
 	"github.com/pitr-dev/pitr/archive"
 	"github.com/pitr-dev/pitr/storage/retry"
@@ -45,28 +48,103 @@ func runArchivePush(ctx context.Context, env *environment, args []string) error 
 			env.log.Info("removed a leftover wal-fetch prefetch spool", "dir", "pg_wal/"+archive.PrefetchDir)
 		}
 	}
-	res, err := a.PushBacklog(ctx, pos[0], ahead)
+	res, err := a.PushBacklog(ctx, pos[0], ahead, func(walDir string, lock *os.File) error {
+		return startArchiveAhead(walDir, lock, args)
+	})
 	if err != nil {
 		return err
 	}
-	switch {
-	case res.FromSpool:
-		env.log.Info("archived earlier, ahead of this call", "file", res.Name, "size", res.Size, "duration", res.Duration.Round(1e5))
-	case res.AlreadyArchived:
-		env.log.Info("already archived, identical", "file", res.Name, "size", res.Size, "duration", res.Duration.Round(1e5))
-	default:
-		env.log.Info("archived", "file", res.Name, "size", res.Size, "stored", res.Stored,
-			"ratio", ratio(res.Size, res.Stored), "duration", res.Duration.Round(1e5), "replaced_corrupt", res.Replaced)
+	if res.Started {
+		env.log.Info("started the background archiver for the backlog", "parallel", ahead, "log", filepath.Join("pg_wal", archive.SpoolDir, archive.AheadLog))
 	}
-	if len(res.Ahead) > 0 || res.AheadErrs > 0 {
-		env.log.Info("archived ahead", "files", len(res.Ahead), "failed", res.AheadErrs, "first", first(res.Ahead))
+	// A file the background archiver stored is logged with the outcome it
+	// recorded, plus ahead=true and how long this call waited for it.
+	var extra []any
+	if res.FromSpool {
+		extra = []any{"ahead", true, "waited", res.Waited.Round(1e5)}
+	}
+	switch {
+	case res.AlreadyArchived:
+		env.log.Info("already archived, identical", append([]any{"file", res.Name, "size", res.Size, "duration", res.Duration.Round(1e5)}, extra...)...)
+	default:
+		env.log.Info("archived", append([]any{"file", res.Name, "size", res.Size, "stored", res.Stored,
+			"ratio", ratio(res.Size, res.Stored), "duration", res.Duration.Round(1e5), "replaced_corrupt", res.Replaced}, extra...)...)
 	}
 	return nil
 }
 
-// defaultArchiveAhead: two extra uploads drain a backlog about three times
-// as fast and leave cores for the database on a small server.
-const defaultArchiveAhead = 2
+// startArchiveAhead starts `pitr archive-ahead` with archive-push's own
+// arguments (so the same configuration), detached like the wal-fetch
+// prefetcher: its own session and no stdio shared with the server, so
+// PostgreSQL's system() returns as soon as archive-push exits. It inherits
+// the locked lock file as descriptor 3 and holds the lock until it exits.
+func startArchiveAhead(walDir string, lock *os.File, args []string) error {
+	exe, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	logPath := filepath.Join(walDir, archive.SpoolDir, archive.AheadLog)
+	flags := os.O_WRONLY | os.O_CREATE | os.O_APPEND
+	if fi, err := os.Stat(logPath); err == nil && fi.Size() > aheadLogMax {
+		flags |= os.O_TRUNC
+	}
+	logf, err := os.OpenFile(logPath, flags, 0o600)
+	if err != nil {
+		return err
+	}
+	defer logf.Close()
+	closeInheritedOnExec()
+	cmd := exec.Command(exe, append([]string{"archive-ahead"}, args...)...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.ExtraFiles = []*os.File{lock}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	return cmd.Process.Release()
+}
+
+// aheadLogMax: the background archiver's log is appended to, and started
+// afresh once it is larger than this.
+const aheadLogMax = 1 << 20
+
+// runArchiveAhead is the background archiver started by archive-push when
+// it finds a backlog. It takes archive-push's arguments and drains every
+// ready file of that pg_wal, archive_ahead at a time.
+func runArchiveAhead(ctx context.Context, env *environment, args []string) error {
+	fs := newFlagSet(env, "archive-ahead", "archive-ahead [archive-push's flags and arguments]")
+	load := configFlags(fs)
+	pos, err := parseInterspersed(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		return fmt.Errorf("%w: want archive-push's WAL file path, got %d arguments", errUsage, len(pos))
+	}
+	cfg, err := load()
+	if err != nil {
+		return err
+	}
+	ahead, err := parseArchiveAhead(cfg.ArchiveAhead)
+	if err != nil {
+		return err
+	}
+	a, err := newArchiver(ctx, env, func() (Config, error) { return cfg, nil }, defaultRetries)
+	if err != nil {
+		return err
+	}
+	lock := os.NewFile(3, "lock")
+	defer lock.Close()
+	if p := os.Getenv(prefetchRusageEnv); p != "" {
+		defer appendRusage(p)
+	}
+	return a.ArchiveAhead(ctx, filepath.Dir(pos[0]), ahead, lock)
+}
+
+// defaultArchiveAhead: the background archiver's concurrent uploads. Four
+// keep two cores busy through each upload's fsyncs (or, on S3, its round
+// trips); on a bigger server PostgreSQL keeps the other cores.
+const defaultArchiveAhead = 4
 
 func parseArchiveAhead(v string) (int, error) {
 	switch strings.ToLower(strings.TrimSpace(v)) {
@@ -80,13 +158,6 @@ func parseArchiveAhead(v string) (int, error) {
 		return 0, fmt.Errorf("archive_ahead %q is not off or a number from 0 to 64", v)
 	}
 	return n, nil
-}
-
-func first(names []string) string {
-	if len(names) == 0 {
-		return ""
-	}
-	return names[0]
 }
 
 // newArchiver loads the configuration and opens the repository. The working

@@ -44,6 +44,7 @@ func commands() []command {
 		{name: "archive-push", summary: "archive one WAL file (archive_command = 'pitr archive-push %p')", run: runArchivePush, exitCode: archivePushExit, oneShot: true},
 		{name: "wal-fetch", summary: "restore one WAL file (restore_command = 'pitr wal-fetch %f %p')", run: runWALFetch, exitCode: walFetchExit, oneShot: true},
 		{name: "wal-prefetch", summary: "background prefetcher started by wal-fetch", run: runWALPrefetch, hidden: true},
+		{name: "archive-ahead", summary: "background archiver started by archive-push for a backlog", run: runArchiveAhead, hidden: true},
 		{name: "backup", summary: "take a base backup (backup list, backup show NAME)", run: runBackup},
 		{name: "dump", summary: "logical dumps: pg_dump -Fc of each database plus globals (dump list, dump restore NAME --db TARGET)", run: runDump},
 		{name: "prune", summary: "delete old backups and the WAL no kept backup needs", run: runPrune},
