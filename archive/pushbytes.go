@@ -37,7 +37,7 @@ func (a *Archiver) PushBytes(ctx context.Context, id repo.SystemID, name string,
 		return res, fmt.Errorf("push %s: %w", name, err)
 	}
 	res.Key = key
-	switch archived, err := codec.ReadInfo(ctx, a.Store, key); {
+	switch archived, err := codec.ReadInfoLimit(ctx, a.Store, key, MaxFileSize(kind)); {
 	case err == nil:
 		local := codec.Info{Size: int64(len(data)), SHA256: sha256.Sum256(data)}
 		if archived.Equal(local) {
