@@ -635,7 +635,13 @@ func (r *run) finish(ctx context.Context, b Backup) error {
 
 // putPart stores one part through the codec.
 func (r *run) putPart(ctx context.Context, name string, src io.Reader, size int64) (Part, error) {
-	stored, err := codec.Put(ctx, r.o.Store, r.key(name), src, size, r.o.Codec)
+	opts := r.o.Codec
+	if size < 0 {
+		// A streamed archive: its SHA-256 on its own goroutine keeps the
+		// stream's goroutine to reading, checking and feeding zstd.
+		opts.HashAside = true
+	}
+	stored, err := codec.Put(ctx, r.o.Store, r.key(name), src, size, opts)
 	if err != nil {
 		return Part{}, fmt.Errorf("store %s: %w", name, err)
 	}
