@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -141,15 +142,16 @@ func runArchiveAhead(ctx context.Context, env *environment, args []string) error
 	return a.ArchiveAhead(ctx, filepath.Dir(pos[0]), ahead, lock)
 }
 
-// defaultArchiveAhead: the background archiver's concurrent uploads. Four
-// keep two cores busy through each upload's fsyncs (or, on S3, its round
-// trips); on a bigger server PostgreSQL keeps the other cores.
-const defaultArchiveAhead = 4
+// defaultArchiveAhead: the background archiver's concurrent uploads, half
+// the CPUs (2 to 8), like the wal-fetch prefetcher's downloads, so the
+// database keeps the other half. Measured on 2 cores: 2 drained as fast as
+// 4 (local and S3) with 80 MiB peak RSS instead of 130.
+func defaultArchiveAhead() int { return min(max(2, runtime.NumCPU()/2), 8) }
 
 func parseArchiveAhead(v string) (int, error) {
 	switch strings.ToLower(strings.TrimSpace(v)) {
 	case "":
-		return defaultArchiveAhead, nil
+		return defaultArchiveAhead(), nil
 	case "off", "0", "false":
 		return 0, nil
 	}

@@ -43,7 +43,7 @@ type Config struct {
 	CompressionLevel int    `yaml:"compression_level" doc:"1 (fastest) to 4 (smallest); default 2"`
 	LogLevel         string `yaml:"log_level" doc:"debug, info (default), warn or error"`
 	LogFormat        string `yaml:"log_format" doc:"text (default) or json"`
-	ArchiveAhead     string `yaml:"archive_ahead" doc:"how many ready WAL files archive-push's background archiver archives concurrently when it finds a backlog: a number, default 4, or off"`
+	ArchiveAhead     string `yaml:"archive_ahead" doc:"how many ready WAL files archive-push's background archiver archives concurrently when it finds a backlog: a number, default half the CPUs (2 to 8), or off"`
 	FetchAhead       string `yaml:"fetch_ahead" doc:"how many segments after the one asked for wal-fetch downloads ahead, in the background, during recovery: a number, default 8, or off"`
 
 	DSN                  string `yaml:"dsn" doc:"libpq connection string of the server pitr backup copies (default: PGHOST, PGPORT, PGUSER, ... environment); keep passwords in PGPASSWORD or ~/.pgpass"`
