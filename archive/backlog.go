@@ -360,12 +360,20 @@ func (a *Archiver) fromSpool(ctx context.Context, spool, path string) (BacklogRe
 	}
 	var rec spoolRecord
 	fi, err := os.Stat(path)
-	if err != nil || json.Unmarshal(b, &rec) != nil || rec.Name != name || rec.Size != fi.Size() || rec.Key == "" {
+	if err != nil {
 		return BacklogResult{}, false
 	}
 	// The repository is the truth: a record from another repository (the
 	// configuration changed) or an object deleted since must not be trusted.
+	// It is removed, so that the background archiver, which skips recorded
+	// files, takes the file again and this call is not left waiting.
+	if json.Unmarshal(b, &rec) != nil || rec.Name != name || rec.Size != fi.Size() || rec.Key == "" {
+		os.Remove(filepath.Join(spool, name+".json"))
+		return BacklogResult{}, false
+	}
 	if _, err := a.Store.Stat(ctx, rec.Key); err != nil {
+		a.log().Warn("spool record not trusted: the object is not in the repository", "file", name, "key", rec.Key, "err", err)
+		os.Remove(filepath.Join(spool, name+".json"))
 		return BacklogResult{}, false
 	}
 	return BacklogResult{FromSpool: true, PushResult: PushResult{

@@ -213,6 +213,11 @@ func TestBacklogSpoolNeverTrustedWithoutTheObject(t *testing.T) {
 	if _, err := f.store.Stat(f.ctx, mustKey(t, filepath.Base(segPath(dir, 2)))); err != nil {
 		t.Fatalf("segment 2 not in the repository again: %v", err)
 	}
+	// The untrusted record is gone: a running archiver, which skips
+	// recorded files, would otherwise never take the file again.
+	if _, err := os.Stat(filepath.Join(dir, "pg_wal", SpoolDir, filepath.Base(segPath(dir, 2))+".json")); !os.IsNotExist(err) {
+		t.Fatalf("untrusted record kept: %v", err)
+	}
 }
 
 // The background archiver dies in the middle of a drain (here: its context
