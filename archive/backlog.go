@@ -431,10 +431,10 @@ func pruneSpool(spool, statusDir string, log *slog.Logger) {
 	}
 }
 
+// writeSpoolRecord does not create the spool: it exists while the
+// archiver holds its lock, and an archiver outliving a removed data
+// directory must not recreate part of it.
 func writeSpoolRecord(spool string, rec spoolRecord) error {
-	if err := os.MkdirAll(spool, 0o700); err != nil {
-		return err
-	}
 	b, err := json.Marshal(rec)
 	if err != nil {
 		return err
