@@ -25,7 +25,9 @@ type Stored struct {
 func Put(ctx context.Context, st storage.Store, key string, src io.Reader, sizeHint int64, opts Options) (Stored, error) {
 	if sizeHint >= 0 && sizeHint <= bufferLimit {
 		var buf bytes.Buffer
-		buf.Grow(int(sizeHint/2) + headerSize + trailerSize)
+		// WAL compresses 5-10x: a quarter avoids regrowth in the usual case
+		// without zeroing megabytes that are never written.
+		buf.Grow(int(sizeHint/4) + headerSize + trailerSize)
 		info, err := Encode(&buf, src, opts)
 		if err != nil {
 			return Stored{}, fmt.Errorf("encode %s: %w", key, err)
