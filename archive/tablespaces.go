@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -76,19 +75,11 @@ func (a *Archiver) recordTablespaces(ctx context.Context, dataDir string, id rep
 }
 
 func readTablespace(ctx context.Context, st storage.Store, key string) (Tablespace, error) {
-	rc, err := st.Open(ctx, key, 0)
-	if err != nil {
-		return Tablespace{}, err
-	}
-	defer rc.Close()
-	// A record is one short line of JSON; a huge object is not ours.
+	// A record is one short line of JSON.
 	const maxRecord = 64 << 10
-	b, err := io.ReadAll(io.LimitReader(rc, maxRecord+1))
+	b, err := repo.ReadSmall(ctx, st, key, maxRecord)
 	if err != nil {
 		return Tablespace{}, err
-	}
-	if len(b) > maxRecord {
-		return Tablespace{}, fmt.Errorf("%s: larger than %d bytes, not a tablespace record", key, maxRecord)
 	}
 	var t Tablespace
 	if err := json.Unmarshal(b, &t); err != nil {

@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"sort"
 	"strings"
 	"time"
@@ -147,20 +146,12 @@ const maxMetadataSize = 4 << 20
 // Read returns the metadata of one completed backup.
 func Read(ctx context.Context, st storage.Store, id repo.SystemID, name string) (Backup, error) {
 	key := repo.BackupPrefix(id) + name + "/" + repo.BackupMetadataName
-	rc, err := st.Open(ctx, key, 0)
+	data, err := repo.ReadSmall(ctx, st, key, maxMetadataSize)
 	if errors.Is(err, storage.ErrNotExist) {
 		return Backup{}, fmt.Errorf("backup %s: %w", name, ErrNoBackup)
 	}
 	if err != nil {
 		return Backup{}, fmt.Errorf("read backup %s: %w", name, err)
-	}
-	defer rc.Close()
-	data, err := io.ReadAll(io.LimitReader(rc, maxMetadataSize+1))
-	if err != nil {
-		return Backup{}, fmt.Errorf("read backup %s: %w", name, err)
-	}
-	if len(data) > maxMetadataSize {
-		return Backup{}, fmt.Errorf("backup %s: metadata larger than %d bytes", name, maxMetadataSize)
 	}
 	var b Backup
 	if err := json.Unmarshal(data, &b); err != nil {

@@ -14,7 +14,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"sort"
 	"strings"
 	"time"
@@ -121,20 +120,12 @@ const maxMetadataSize = 16 << 20
 
 // Read returns the metadata of one completed run.
 func Read(ctx context.Context, st storage.Store, id repo.SystemID, name string) (Run, error) {
-	rc, err := st.Open(ctx, repo.DumpKey(id, name, repo.DumpMetadataName), 0)
+	data, err := repo.ReadSmall(ctx, st, repo.DumpKey(id, name, repo.DumpMetadataName), maxMetadataSize)
 	if errors.Is(err, storage.ErrNotExist) {
 		return Run{}, fmt.Errorf("dump %s: %w", name, ErrNoDump)
 	}
 	if err != nil {
 		return Run{}, fmt.Errorf("read dump %s: %w", name, err)
-	}
-	defer rc.Close()
-	data, err := io.ReadAll(io.LimitReader(rc, maxMetadataSize+1))
-	if err != nil {
-		return Run{}, fmt.Errorf("read dump %s: %w", name, err)
-	}
-	if len(data) > maxMetadataSize {
-		return Run{}, fmt.Errorf("dump %s: metadata larger than %d bytes", name, maxMetadataSize)
 	}
 	var r Run
 	if err := json.Unmarshal(data, &r); err != nil {

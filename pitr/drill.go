@@ -733,12 +733,7 @@ func LastDrill(ctx context.Context, st storage.Store, id repo.SystemID) (*DrillR
 		if !strings.HasSuffix(objs[i].Key, ".json") {
 			continue
 		}
-		rc, err := st.Open(ctx, objs[i].Key, 0)
-		if err != nil {
-			return nil, fmt.Errorf("read drill report: %w", err)
-		}
-		data, err := io.ReadAll(io.LimitReader(rc, maxReportSize))
-		rc.Close()
+		data, err := repo.ReadSmall(ctx, st, objs[i].Key, maxReportSize)
 		if err != nil {
 			return nil, fmt.Errorf("read drill report %s: %w", objs[i].Key, err)
 		}

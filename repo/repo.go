@@ -153,23 +153,35 @@ func (s *SystemID) UnmarshalJSON(b []byte) error {
 // maxMarkerSize bounds what ReadMarker reads: a marker is a few hundred bytes.
 const maxMarkerSize = 64 << 10
 
+// ReadSmall reads a whole small object (metadata, records, reports) into
+// memory, refusing one larger than limit: what pitr writes there is bounded,
+// so an oversized object is damage or someone else's, and reading it whole
+// would let the repository decide how much memory pitr uses. An absent
+// object is storage.ErrNotExist.
+func ReadSmall(ctx context.Context, st storage.Store, key string, limit int64) ([]byte, error) {
+	rc, err := st.Open(ctx, key, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer rc.Close()
+	b, err := io.ReadAll(io.LimitReader(rc, limit+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(b)) > limit {
+		return nil, fmt.Errorf("%s is larger than %d bytes: not written by pitr", key, limit)
+	}
+	return b, nil
+}
+
 // ReadMarker returns the repository's marker, or ErrNoRepository.
 func ReadMarker(ctx context.Context, st storage.Store) (Marker, error) {
-	rc, err := st.Open(ctx, MarkerKey, 0)
+	b, err := ReadSmall(ctx, st, MarkerKey, maxMarkerSize)
 	if errors.Is(err, storage.ErrNotExist) {
 		return Marker{}, ErrNoRepository
 	}
 	if err != nil {
 		return Marker{}, fmt.Errorf("read repository marker: %w", err)
-	}
-	defer rc.Close()
-	// The marker is tiny; a huge object here is not ours.
-	b, err := io.ReadAll(io.LimitReader(rc, maxMarkerSize+1))
-	if err != nil {
-		return Marker{}, fmt.Errorf("read repository marker: %w", err)
-	}
-	if len(b) > maxMarkerSize {
-		return Marker{}, fmt.Errorf("repository marker %s is larger than %d bytes: not written by pitr", MarkerKey, maxMarkerSize)
 	}
 	var m Marker
 	if err := json.Unmarshal(b, &m); err != nil {
