@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"io"
 
 	"github.com/pitr-dev/pitr/archive/wal"
 	"github.com/pitr-dev/pitr/repo"
@@ -21,14 +22,22 @@ import (
 // repository's system. Both archive-push and the streamer may archive the
 // same segment; whichever comes second finds identical content.
 func (a *Archiver) PushBytes(ctx context.Context, id repo.SystemID, name string, data []byte) (PushResult, error) {
+	return a.PushReaderAt(ctx, id, name, bytes.NewReader(data), int64(len(data)))
+}
+
+// PushReaderAt is PushBytes for a file of size bytes readable at r (the
+// streamer keeps segments above its memory limit in a temporary file): the
+// same checks and outcomes, reading r sequentially for the hash and the
+// upload so memory does not grow with the file.
+func (a *Archiver) PushReaderAt(ctx context.Context, id repo.SystemID, name string, r io.ReaderAt, size int64) (PushResult, error) {
 	start := a.now()
-	res := PushResult{Name: name, Size: int64(len(data))}
+	res := PushResult{Name: name, Size: size}
 	kind, err := wal.Classify(name)
 	if err != nil {
 		return res, fmt.Errorf("push %s: %w", name, err)
 	}
 	if kind == wal.KindSegment || kind == wal.KindPartial {
-		if _, _, err := readSegmentHeader(bytes.NewReader(data), name[:24], int64(len(data))); err != nil {
+		if _, _, err := readSegmentHeader(r, name[:24], size); err != nil {
 			return res, fmt.Errorf("push %s: %w", name, err)
 		}
 	}
@@ -39,7 +48,12 @@ func (a *Archiver) PushBytes(ctx context.Context, id repo.SystemID, name string,
 	res.Key = key
 	switch archived, err := codec.ReadInfoLimit(ctx, a.Store, key, MaxFileSize(kind)); {
 	case err == nil:
-		local := codec.Info{Size: int64(len(data)), SHA256: sha256.Sum256(data)}
+		h := sha256.New()
+		if _, err := io.Copy(h, io.NewSectionReader(r, 0, size)); err != nil {
+			return res, fmt.Errorf("push %s: hash: %w", name, err)
+		}
+		local := codec.Info{Size: size}
+		copy(local.SHA256[:], h.Sum(nil))
 		if archived.Equal(local) {
 			res.AlreadyArchived = true
 			res.Duration = a.now().Sub(start)
@@ -57,7 +71,7 @@ func (a *Archiver) PushBytes(ctx context.Context, id repo.SystemID, name string,
 	if opts.WindowSize == 0 {
 		opts.WindowSize = walWindow
 	}
-	stored, err := codec.Put(ctx, a.Store, key, bytes.NewReader(data), int64(len(data)), opts)
+	stored, err := codec.Put(ctx, a.Store, key, io.NewSectionReader(r, 0, size), size, opts)
 	if err != nil {
 		return res, fmt.Errorf("push %s: %w", name, err)
 	}
@@ -69,6 +83,12 @@ func (a *Archiver) PushBytes(ctx context.Context, id repo.SystemID, name string,
 // CheckSegmentBytes checks that data is the whole segment name (24 hex
 // digits): its long page header names that segment and its size.
 func CheckSegmentBytes(name string, data []byte) error {
-	_, _, err := readSegmentHeader(bytes.NewReader(data), name, int64(len(data)))
+	return CheckSegmentReaderAt(name, bytes.NewReader(data), int64(len(data)))
+}
+
+// CheckSegmentReaderAt is CheckSegmentBytes for a segment of size bytes at r;
+// only its first page is read.
+func CheckSegmentReaderAt(name string, r io.ReaderAt, size int64) error {
+	_, _, err := readSegmentHeader(r, name, size)
 	return err
 }

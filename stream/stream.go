@@ -3,10 +3,12 @@
 // crash loses seconds of commits instead of up to a whole segment.
 //
 // The segment in progress is held in memory (one segment, zero-filled past
-// what was received) and uploaded as <segment>.partial every Interval; the
-// finished segment goes under its normal name with archive-push's rules. The
-// server is told (flush position) only about WAL that is durably in the
-// repository, so the replication slot keeps everything pitr has not stored.
+// what was received; above MemorySegmentLimit in a temporary file instead,
+// so memory stays bounded whatever the segment size) and uploaded as
+// <segment>.partial every Interval; the finished segment goes under its
+// normal name with archive-push's rules. The server is told (flush position)
+// only about WAL that is durably in the repository, so the replication slot
+// keeps everything pitr has not stored.
 package stream
 
 import (
@@ -15,6 +17,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"regexp"
@@ -49,6 +52,9 @@ type Options struct {
 	Log      *slog.Logger
 	// MaxBackoff caps the wait between reconnection attempts (default 30s).
 	MaxBackoff time.Duration
+	// TempDir holds the segment in progress when it is larger than
+	// MemorySegmentLimit (default os.TempDir()).
+	TempDir string
 }
 
 // State is what the streamer records in the repository (repo.StreamStateKey)
@@ -101,9 +107,11 @@ type Streamer struct {
 
 	// The segment in progress: buf holds it from its start, received bytes
 	// of it have arrived, uploaded of them are in the repository (.partial).
+	// Segments larger than memLimit are buffered in a file.
 	tli      wal.TimelineID
 	seg      wal.SegNo
-	buf      []byte
+	buf      *segBuf
+	memLimit int64
 	received int
 	uploaded int
 	durable  wal.LSN // everything before it is in the repository
@@ -133,13 +141,16 @@ func New(opts Options) (*Streamer, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Streamer{opts: opts, log: log, arch: &archive.Archiver{Store: opts.Store, Codec: opts.Codec, Log: log}}, nil
+	return &Streamer{opts: opts, log: log, memLimit: MemorySegmentLimit,
+		arch: &archive.Archiver{Store: opts.Store, Codec: opts.Codec, Log: log}}, nil
 }
 
 // Run streams until ctx is cancelled, reconnecting with backoff when the
 // server goes away. On cancellation it uploads what it has received (the
 // final .partial) and returns nil.
 func (s *Streamer) Run(ctx context.Context) error {
+	// After the final upload, which the returns below make first.
+	defer s.releaseBuf()
 	backoff := time.Second
 	for {
 		began := time.Now()
@@ -261,7 +272,9 @@ func (s *Streamer) session(ctx context.Context) error {
 		// Always from the start of the segment: the repository then never
 		// depends on a buffer reloaded from somewhere, and the slot keeps
 		// the whole segment its restart_lsn is in.
-		s.resetSegment(s.tli, s.seg)
+		if err := s.resetSegment(s.tli, s.seg); err != nil {
+			return err
+		}
 		start := s.segSize.StartLSN(s.seg)
 		s.log.Info("streaming", "timeline", s.tli, "from", start.String(), "slot", s.opts.Slot)
 		err := pglogrepl.StartReplication(ctx, conn, s.opts.Slot, pglogrepl.LSN(start),
@@ -284,7 +297,7 @@ func (s *Streamer) session(ctx context.Context) error {
 		}
 		s.log.Info("timeline switch", "from", s.tli, "to", next, "at", nextStart.String())
 		s.tli, s.seg = next, s.segSize.SegmentOf(nextStart)
-		s.buf = nil
+		s.releaseBuf()
 	}
 }
 
@@ -433,16 +446,34 @@ func (s *Streamer) storeHistory(ctx context.Context, conn *pgconn.PgConn, tli wa
 	return nil
 }
 
-func (s *Streamer) resetSegment(tli wal.TimelineID, seg wal.SegNo) {
+func (s *Streamer) resetSegment(tli wal.TimelineID, seg wal.SegNo) error {
 	if s.buf == nil || s.tli != tli || s.seg != seg {
 		s.uploaded = 0
 	}
 	if s.buf == nil {
-		s.buf = make([]byte, s.segSize)
-	} else {
-		clear(s.buf)
+		b, err := newSegBuf(int64(s.segSize), s.memLimit, s.opts.TempDir)
+		if err != nil {
+			return err
+		}
+		s.buf = b
+	} else if err := s.buf.reset(s.opts.TempDir); err != nil {
+		s.buf = nil
+		return err
 	}
 	s.tli, s.seg, s.received, s.dirty = tli, seg, 0, false
+	return nil
+}
+
+// releaseBuf drops the segment buffer and removes its file, if any. With no
+// buffer, the next session resumes from the recorded state.
+func (s *Streamer) releaseBuf() {
+	if s.buf == nil {
+		return
+	}
+	if err := s.buf.close(); err != nil {
+		s.log.Warn("could not remove the segment buffer file", "err", err)
+	}
+	s.buf = nil
 }
 
 // receive handles the copy stream until the server ends the timeline (it
@@ -543,19 +574,26 @@ func (s *Streamer) write(ctx context.Context, lsn wal.LSN, data []byte, ping fun
 		if lsn != segStart+wal.LSN(s.received) {
 			return completed, fmt.Errorf("the server sent WAL at %s, expected %s", lsn, segStart+wal.LSN(s.received))
 		}
-		n := copy(s.buf[s.received:], data)
+		n := min(len(data), int(s.buf.size)-s.received)
+		if err := s.buf.writeAt(data[:n], int64(s.received)); err != nil {
+			return completed, err
+		}
 		s.received += n
 		s.dirty = true
 		data, lsn = data[n:], lsn+wal.LSN(n)
-		if s.received == len(s.buf) {
+		if int64(s.received) == s.buf.size {
 			if err := s.completeSegment(ctx, ping); err != nil {
 				return completed, err
 			}
 			completed = true
 			s.seg++
 			s.uploaded = 0
-			clear(s.buf)
 			s.received, s.dirty = 0, false
+			if err := s.buf.reset(s.opts.TempDir); err != nil {
+				// The next session resumes after the stored segment.
+				s.buf = nil
+				return completed, err
+			}
 		}
 	}
 	return completed, nil
@@ -564,14 +602,14 @@ func (s *Streamer) write(ctx context.Context, lsn wal.LSN, data []byte, ping fun
 // completeSegment stores the full segment (archive-push's rules), then
 // removes its .partial, which only the full object may replace.
 //
-// Until it is stored nothing more is received: memory stays at one segment,
+// Until it is stored nothing more is received: the buffer stays at one segment,
 // and the slot keeps the WAL on the server meanwhile (which is what the slot
 // is for). The connection is kept alive with status updates that report the
 // unchanged durable position, so the server neither times us out nor lets
 // the slot advance.
 func (s *Streamer) completeSegment(ctx context.Context, ping func() error) error {
 	name := s.segSize.FileName(wal.Segment{TLI: s.tli, No: s.seg})
-	res, err := s.arch.PushBytes(ctx, s.id, name, s.buf)
+	res, err := s.arch.PushReaderAt(ctx, s.id, name, s.buf.readerAt(), s.buf.size)
 	for err != nil {
 		if errors.Is(err, archive.ErrConflict) {
 			// Another cluster, or a corrupted copy, under this name:
@@ -592,7 +630,7 @@ func (s *Streamer) completeSegment(ctx context.Context, ping func() error) error
 			return ctx.Err()
 		case <-time.After(s.opts.Interval):
 		}
-		res, err = s.arch.PushBytes(ctx, s.id, name, s.buf)
+		res, err = s.arch.PushReaderAt(ctx, s.id, name, s.buf.readerAt(), s.buf.size)
 	}
 	s.log.Info("segment stored", "file", name, "already_archived", res.AlreadyArchived)
 	partial, _ := repo.WALKey(s.id, name+".partial")
@@ -612,13 +650,13 @@ func (s *Streamer) uploadPartial(ctx context.Context) error {
 		return nil
 	}
 	name := s.segSize.FileName(wal.Segment{TLI: s.tli, No: s.seg})
-	if err := archive.CheckSegmentBytes(name, s.buf); err != nil {
+	if err := archive.CheckSegmentReaderAt(name, s.buf.readerAt(), s.buf.size); err != nil {
 		return fmt.Errorf("segment in progress %s: %w", name, err)
 	}
 	key, _ := repo.WALKey(s.id, name+".partial")
 	opts := s.opts.Codec
 	received := s.received
-	if _, err := codec.Put(ctx, s.opts.Store, key, bytes.NewReader(s.buf), int64(len(s.buf)), opts); err != nil {
+	if _, err := codec.Put(ctx, s.opts.Store, key, io.NewSectionReader(s.buf.readerAt(), 0, s.buf.size), s.buf.size, opts); err != nil {
 		return fmt.Errorf("upload %s.partial: %w", name, err)
 	}
 	s.uploaded, s.dirty = received, s.received > received

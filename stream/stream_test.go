@@ -34,17 +34,27 @@ func segmentBytes(size wal.SegmentSize, no wal.SegNo, fill byte) []byte {
 }
 
 func newTestStreamer(t *testing.T) (*Streamer, storage.Store) {
+	return newTestStreamerOpts(t, Options{}, MemorySegmentLimit)
+}
+
+// newTestStreamerOpts is newTestStreamer with opts (its Store is set) and
+// the memory limit: below the 1 MiB test segments, they go to a file.
+func newTestStreamerOpts(t *testing.T, opts Options, memLimit int64) (*Streamer, storage.Store) {
 	t.Helper()
 	st, err := fs.New(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := New(Options{Store: st})
+	opts.Store = st
+	s, err := New(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
+	s.memLimit = memLimit
 	s.id, s.segSize = testSys, wal.SegmentSize(1<<20)
-	s.resetSegment(1, 5)
+	if err := s.resetSegment(1, 5); err != nil {
+		t.Fatal(err)
+	}
 	return s, st
 }
 
