@@ -20,25 +20,31 @@ import (
 // retrying and counting the failure in pg_stat_archiver).
 func archivePushExit(error, bool) int { return 1 }
 
-func runArchivePush(ctx context.Context, env *environment, args []string) error {
-	fs := newFlagSet(env, "archive-push", "archive-push [flags] WAL_PATH   (archive_command = 'pitr archive-push %p')")
+// archivePushArgs parses archive-push's command line. The background
+// archiver is started with the same arguments, so both parse them here.
+func archivePushArgs(ctx context.Context, env *environment, name, usage string, args []string) (a *archive.Archiver, walPath string, ahead int, err error) {
+	fs := newFlagSet(env, name, usage)
 	load := configFlags(fs)
 	pos, err := parseInterspersed(fs, args)
 	if err != nil {
-		return err
+		return nil, "", 0, err
 	}
 	if len(pos) != 1 {
-		return fmt.Errorf("%w: want exactly one WAL file path (%%p), got %d arguments", errUsage, len(pos))
+		return nil, "", 0, fmt.Errorf("%w: want exactly one WAL file path (%%p), got %d arguments", errUsage, len(pos))
 	}
 	cfg, err := load()
 	if err != nil {
-		return err
+		return nil, "", 0, err
 	}
-	ahead, err := parseArchiveAhead(cfg.ArchiveAhead)
-	if err != nil {
-		return err
+	if ahead, err = parseArchiveAhead(cfg.ArchiveAhead); err != nil {
+		return nil, "", 0, err
 	}
-	a, err := newArchiver(ctx, env, func() (Config, error) { return cfg, nil }, defaultRetries)
+	a, err = newArchiver(ctx, env, func() (Config, error) { return cfg, nil }, defaultRetries)
+	return a, pos[0], ahead, err
+}
+
+func runArchivePush(ctx context.Context, env *environment, args []string) error {
+	a, walPath, ahead, err := archivePushArgs(ctx, env, "archive-push", "archive-push [flags] WAL_PATH   (archive_command = 'pitr archive-push %p')", args)
 	if err != nil {
 		return err
 	}
@@ -49,7 +55,7 @@ func runArchivePush(ctx context.Context, env *environment, args []string) error 
 			env.log.Info("removed a leftover wal-fetch prefetch spool", "dir", "pg_wal/"+archive.PrefetchDir)
 		}
 	}
-	res, err := a.PushBacklog(ctx, pos[0], ahead, func(walDir string, lock *os.File) error {
+	res, err := a.PushBacklog(ctx, walPath, ahead, func(walDir string, lock *os.File) error {
 		return startArchiveAhead(walDir, lock, args)
 	})
 	if err != nil {
@@ -113,24 +119,7 @@ const aheadLogMax = 1 << 20
 // it finds a backlog. It takes archive-push's arguments and drains every
 // ready file of that pg_wal, archive_ahead at a time.
 func runArchiveAhead(ctx context.Context, env *environment, args []string) error {
-	fs := newFlagSet(env, "archive-ahead", "archive-ahead [archive-push's flags and arguments]")
-	load := configFlags(fs)
-	pos, err := parseInterspersed(fs, args)
-	if err != nil {
-		return err
-	}
-	if len(pos) != 1 {
-		return fmt.Errorf("%w: want archive-push's WAL file path, got %d arguments", errUsage, len(pos))
-	}
-	cfg, err := load()
-	if err != nil {
-		return err
-	}
-	ahead, err := parseArchiveAhead(cfg.ArchiveAhead)
-	if err != nil {
-		return err
-	}
-	a, err := newArchiver(ctx, env, func() (Config, error) { return cfg, nil }, defaultRetries)
+	a, walPath, ahead, err := archivePushArgs(ctx, env, "archive-ahead", "archive-ahead [archive-push's flags and arguments]", args)
 	if err != nil {
 		return err
 	}
@@ -139,7 +128,7 @@ func runArchiveAhead(ctx context.Context, env *environment, args []string) error
 	if p := os.Getenv(prefetchRusageEnv); p != "" {
 		defer appendRusage(p)
 	}
-	return a.ArchiveAhead(ctx, filepath.Dir(pos[0]), ahead, lock)
+	return a.ArchiveAhead(ctx, filepath.Dir(walPath), ahead, lock)
 }
 
 // defaultArchiveAhead: the background archiver's concurrent uploads, half

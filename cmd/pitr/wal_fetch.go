@@ -40,36 +40,45 @@ func walFetchExit(err error, signalled bool) int {
 	return exitAbortRecovery
 }
 
-func runWALFetch(ctx context.Context, env *environment, args []string) error {
-	fs := newFlagSet(env, "wal-fetch", "wal-fetch [flags] WAL_NAME DEST_PATH   (restore_command = 'pitr wal-fetch %f %p')")
+// walFetchArgs parses wal-fetch's command line. The prefetcher is started
+// with the same arguments, so both parse them here; it is as patient with
+// storage as wal-fetch (a prefetch that rides out an outage saves a direct
+// fetch later).
+func walFetchArgs(ctx context.Context, env *environment, name, usage string, args []string) (a *archive.Archiver, pos []string, partial string, sp *archive.Spool, err error) {
+	fs := newFlagSet(env, name, usage)
 	load := configFlags(fs)
-	partial := partialFlag(fs)
-	pos, err := parseInterspersed(fs, args)
-	if err != nil {
-		return err
+	partialName := partialFlag(fs)
+	if pos, err = parseInterspersed(fs, args); err != nil {
+		return nil, nil, "", nil, err
 	}
 	if len(pos) != 2 {
-		return fmt.Errorf("%w: want a WAL file name (%%f) and a destination path (%%p), got %d arguments", errUsage, len(pos))
+		return nil, nil, "", nil, fmt.Errorf("%w: want a WAL file name (%%f) and a destination path (%%p), got %d arguments", errUsage, len(pos))
 	}
 	cfg, err := load()
 	if err != nil {
-		return err
+		return nil, nil, "", nil, err
 	}
 	ahead, err := parseFetchAhead(cfg.FetchAhead)
 	if err != nil {
-		return err
+		return nil, nil, "", nil, err
 	}
-	a, err := newArchiver(ctx, env, func() (Config, error) { return cfg, nil }, fetchRetries)
+	if a, err = newArchiver(ctx, env, func() (Config, error) { return cfg, nil }, fetchRetries); err != nil {
+		return nil, nil, "", nil, err
+	}
+	return a, pos, *partialName, archive.OpenSpool(a.DataDir, a.ControlFile, pos[1], ahead), nil
+}
+
+func runWALFetch(ctx context.Context, env *environment, args []string) error {
+	a, pos, partial, sp, err := walFetchArgs(ctx, env, "wal-fetch", "wal-fetch [flags] WAL_NAME DEST_PATH   (restore_command = 'pitr wal-fetch %f %p')", args)
 	if err != nil {
 		return err
 	}
-	sp := archive.OpenSpool(a.DataDir, a.ControlFile, pos[1], ahead)
 	res, err := a.FetchPrefetched(ctx, pos[0], pos[1], sp, func() {
 		if err := startPrefetcher(sp, args); err != nil {
 			env.log.Warn("cannot start the prefetcher; fetching one segment at a time", "err", err)
 		}
 	})
-	if errors.Is(err, archive.ErrNotArchived) && *partial != "" && pos[0] == *partial {
+	if errors.Is(err, archive.ErrNotArchived) && partial != "" && pos[0] == partial {
 		res, err = fetchPartial(ctx, env, a, pos[0], pos[1])
 	}
 	if errors.Is(err, archive.ErrNotArchived) {
@@ -161,31 +170,11 @@ func appendRusage(path string) {
 // arguments, finds the same spool, and keeps it filled until recovery ends
 // or nothing is asked for a while. Its log goes to the spool's log file.
 func runWALPrefetch(ctx context.Context, env *environment, args []string) error {
-	fs := newFlagSet(env, "wal-prefetch", "wal-prefetch [wal-fetch's flags and arguments]")
-	load := configFlags(fs)
-	partialFlag(fs) // wal-fetch passes its arguments on; the .partial is never prefetched
-	pos, err := parseInterspersed(fs, args)
+	// The .partial flag wal-fetch passes on is ignored: a .partial is never prefetched.
+	a, _, _, sp, err := walFetchArgs(ctx, env, "wal-prefetch", "wal-prefetch [wal-fetch's flags and arguments]", args)
 	if err != nil {
 		return err
 	}
-	if len(pos) != 2 {
-		return fmt.Errorf("%w: want wal-fetch's WAL file name and destination path, got %d arguments", errUsage, len(pos))
-	}
-	cfg, err := load()
-	if err != nil {
-		return err
-	}
-	ahead, err := parseFetchAhead(cfg.FetchAhead)
-	if err != nil {
-		return err
-	}
-	// Patient like wal-fetch: a prefetch that gives up early only costs a
-	// direct fetch later, but one that rides out an outage saves it.
-	a, err := newArchiver(ctx, env, func() (Config, error) { return cfg, nil }, fetchRetries)
-	if err != nil {
-		return err
-	}
-	sp := archive.OpenSpool(a.DataDir, a.ControlFile, pos[1], ahead)
 	if sp == nil {
 		return nil // not in recovery any more, or prefetching is off
 	}
@@ -195,7 +184,7 @@ func runWALPrefetch(ctx context.Context, env *environment, args []string) error 
 			return fmt.Errorf("%s: %w", prefetchIdleEnv, err)
 		}
 	}
-	env.log.Debug("prefetcher started", "pid", os.Getpid(), "ahead", ahead)
+	env.log.Debug("prefetcher started", "pid", os.Getpid(), "ahead", sp.Ahead)
 	if p := os.Getenv(prefetchRusageEnv); p != "" {
 		defer appendRusage(p)
 	}
