@@ -36,6 +36,10 @@ cleanup() {
 trap cleanup EXIT
 
 say "building pitr"
+# As the Makefile does: Debian's libzstd when installed (see install-deps.sh).
+if pkg-config --exists libzstd 2>/dev/null && [[ ${GOFLAGS:-} != *external_libzstd* ]]; then
+	export GOFLAGS="${GOFLAGS:+${GOFLAGS} }-tags=external_libzstd"
+fi
 go build -o "${WORK}/pitr" ./cmd/pitr
 PITR="${WORK}/pitr"
 REPO="file://${WORK}/repo"

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Installs what the test suite and benchmarks need on a Debian 12 machine:
+#   - a C compiler and libzstd-dev (pitr's zstd encoder)
 #   - PostgreSQL 15 server + client tools (initdb, pg_ctl, pg_basebackup, ...)
 #   - pgBackRest (benchmarks compare against it)
 #   - the unprivileged OS user "pitrtest" (PostgreSQL refuses to run as root)
@@ -56,6 +57,11 @@ apt_install() {
 
 # make: .ci/run calls `make test`.
 command -v make >/dev/null 2>&1 || apt_install make
+# A C compiler and Debian's libzstd: pitr compresses with the C zstd library
+# (the one PostgreSQL itself links); the Makefile builds against the system
+# copy when pkg-config finds it. Without them pitr still builds (the vendored
+# C source, or pure Go with CGO_ENABLED=0).
+apt_install gcc libc6-dev libzstd-dev pkg-config
 
 # PostgreSQL. Install postgresql-common first and switch off Debian's automatic
 # "main" cluster (it would start a server on port 5432 that nothing uses); the

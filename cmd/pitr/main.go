@@ -18,6 +18,8 @@ import (
 	"runtime/debug"
 	"strings"
 	"syscall"
+
+	"github.com/pitr-dev/pitr/storage/codec"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -214,5 +216,6 @@ func runVersion(_ context.Context, env *environment, args []string) error {
 		return fmt.Errorf("%w: pitr version takes no arguments", errUsage)
 	}
 	fmt.Fprintf(env.stdout, "pitr %s\n", version)
+	fmt.Fprintf(env.stdout, "zstd encoder: %s\n", codec.Encoder)
 	return nil
 }

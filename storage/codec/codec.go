@@ -90,9 +90,10 @@ type Options struct {
 	// because archive-push runs once per segment and the process should stay
 	// light next to the database it serves.
 	Concurrency int
-	// WindowSize is the zstd window in bytes (a power of two); 0 keeps the
-	// library default of 8 MiB. WAL compresses as well with 1 MiB and the
-	// encoder then needs a quarter of the memory.
+	// WindowSize is the pure-Go encoder's zstd window in bytes (a power of
+	// two); 0 keeps its default of 8 MiB. WAL compresses as well with 1 MiB
+	// and the encoder then needs a quarter of the memory. libzstd chooses
+	// its window from the level (2 MiB at the default).
 	WindowSize int
 	// HashAside computes the SHA-256 of the original bytes on its own
 	// goroutine instead of inside Write, beside the compression. For long
@@ -139,37 +140,16 @@ func NewWriter(dst io.Writer, opts Options) (*Writer, error) {
 	case None:
 		w.body = nopCloser{dst}
 	case Zstd:
-		zopts := []zstd.EOption{
-			zstd.WithEncoderLevel(zstdLevel(opts.Level)),
-			zstd.WithEncoderConcurrency(max(opts.Concurrency, 1)),
-			// Our own trailer carries a stronger checksum of the same bytes.
-			zstd.WithEncoderCRC(false),
-		}
-		if opts.WindowSize > 0 {
-			zopts = append(zopts, zstd.WithWindowSize(opts.WindowSize))
-		}
-		enc, err := zstd.NewWriter(dst, zopts...)
+		body, err := newZstdBody(dst, opts)
 		if err != nil {
-			return nil, fmt.Errorf("zstd encoder: %w", err)
+			return nil, err
 		}
-		w.body = enc
+		w.body = body
 	default:
 		return nil, fmt.Errorf("encode: unsupported codec %v", opts.Codec)
 	}
 	w.sum = newSummer(opts.HashAside)
 	return w, nil
-}
-
-func zstdLevel(l Level) zstd.EncoderLevel {
-	switch l {
-	case 1:
-		return zstd.SpeedFastest
-	case 3:
-		return zstd.SpeedBetterCompression
-	case 4:
-		return zstd.SpeedBestCompression
-	}
-	return zstd.SpeedDefault
 }
 
 func (w *Writer) Write(p []byte) (int, error) {
@@ -214,6 +194,7 @@ func (w *Writer) Close() error {
 	}
 	w.closed = true
 	if w.err != nil {
+		w.discardBody()
 		w.sum.Stop()
 		return w.err
 	}
@@ -241,7 +222,21 @@ func (w *Writer) abort() {
 		return
 	}
 	w.closed = true
+	w.discardBody()
 	w.sum.Stop()
+}
+
+// zstdBody is a zstd encoder; Discard frees one whose object will not be
+// finished.
+type zstdBody interface {
+	io.WriteCloser
+	Discard()
+}
+
+func (w *Writer) discardBody() {
+	if b, ok := w.body.(zstdBody); ok {
+		b.Discard()
+	}
 }
 
 // Info returns size and checksum of the original bytes; valid after Close.

@@ -272,3 +272,82 @@ func TestPutSourceFailureStoresNothing(t *testing.T) {
 		}
 	}
 }
+
+func TestEveryLevelAndConcurrencyRoundTrips(t *testing.T) {
+	t.Logf("encoder: %s", Encoder)
+	for _, compressible := range []bool{false, true} {
+		data := sample(3<<20+17, compressible)
+		for level := Level(1); level <= 4; level++ {
+			for _, conc := range []int{1, 2} {
+				var buf bytes.Buffer
+				w, err := NewWriter(&buf, Options{Codec: Zstd, Level: level, Concurrency: conc})
+				if err != nil {
+					t.Fatal(err)
+				}
+				// Uneven writes, as a tar stream from pg_basebackup gives.
+				for rest := data; len(rest) > 0; {
+					n := min(len(rest), 100_003)
+					if _, err := w.Write(rest[:n]); err != nil {
+						t.Fatal(err)
+					}
+					rest = rest[n:]
+				}
+				if err := w.Close(); err != nil {
+					t.Fatal(err)
+				}
+				got, info, err := decode(buf.Bytes(), nil)
+				if err != nil || !bytes.Equal(got, data) || info.SHA256 != sha256.Sum256(data) {
+					t.Fatalf("level %d concurrency %d compressible=%v: round trip failed: %v", level, conc, compressible, err)
+				}
+				if compressible && buf.Len() > len(data)/3 {
+					t.Fatalf("level %d: %d bytes stored for %d compressible bytes", level, buf.Len(), len(data))
+				}
+			}
+		}
+	}
+}
+
+// failAfter accepts limit bytes, then fails every write and counts the
+// writes that still arrive.
+type failAfter struct {
+	limit, n   int
+	failed     bool
+	lateWrites int
+}
+
+func (f *failAfter) Write(p []byte) (int, error) {
+	if f.failed {
+		f.lateWrites++
+		return 0, errors.New("disk full")
+	}
+	if f.n+len(p) > f.limit {
+		f.failed = true
+		return 0, errors.New("disk full")
+	}
+	f.n += len(p)
+	return len(p), nil
+}
+
+// After the destination fails, the encoder is freed without writing to it
+// again: a retrying caller may already have handed the same writer's
+// target to someone else.
+func TestFailedDestinationGetsNothingMore(t *testing.T) {
+	data := sample(4<<20, false)
+	for _, conc := range []int{1, 2} {
+		dst := &failAfter{limit: 1 << 20}
+		if _, err := Encode(dst, bytes.NewReader(data), Options{Codec: Zstd, Concurrency: conc}); err == nil {
+			t.Fatalf("concurrency %d: encode onto a failing destination succeeded", conc)
+		}
+		if !dst.failed || dst.lateWrites != 0 {
+			t.Fatalf("concurrency %d: failed=%v, %d writes after the failure", conc, dst.failed, dst.lateWrites)
+		}
+		w, err := NewWriter(&failAfter{limit: 1 << 30}, Options{Codec: Zstd, Concurrency: conc})
+		if err != nil {
+			t.Fatal(err)
+		}
+		w.abort()
+		if err := w.Close(); err != nil {
+			t.Fatalf("close after abort: %v", err)
+		}
+	}
+}

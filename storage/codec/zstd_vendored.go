@@ -1,0 +1,5 @@
+//go:build cgo && !external_libzstd
+
+package codec
+
+const libzstdSource = "(vendored by github.com/DataDog/zstd)"
