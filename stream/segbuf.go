@@ -14,7 +14,10 @@ const MemorySegmentLimit = 64 << 20
 
 // segBuf holds the segment in progress, zero past what was written: a slice
 // for segments up to the memory limit, else a sparse temporary file (its
-// unwritten ranges read as zeros).
+// unwritten ranges read as zeros). The file is unlinked as soon as it is
+// created and lives on through its descriptor only, so a streamer killed
+// with SIGKILL leaves nothing behind, and nothing ever has to sweep a
+// directory where another streamer's live file could be.
 type segBuf struct {
 	mem  []byte
 	file *os.File
@@ -31,9 +34,12 @@ func newSegBuf(size, limit int64, dir string) (*segBuf, error) {
 	if err != nil {
 		return nil, fmt.Errorf("segment buffer file: %w", err)
 	}
+	if err := os.Remove(f.Name()); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("segment buffer file: unlink: %w", err)
+	}
 	if err := f.Truncate(size); err != nil {
 		f.Close()
-		os.Remove(f.Name())
 		return nil, fmt.Errorf("segment buffer file: %w", err)
 	}
 	return &segBuf{file: f, size: size}, nil
@@ -77,17 +83,16 @@ func (b *segBuf) reset(dir string) error {
 	return nil
 }
 
-// close releases the buffer and removes its file.
+// close releases the buffer; a file's space is freed with its descriptor.
 func (b *segBuf) close() error {
 	if b.file == nil {
 		b.mem = nil
 		return nil
 	}
-	name := b.file.Name()
-	b.file.Close()
+	err := b.file.Close()
 	b.file = nil
-	if err := os.Remove(name); err != nil && !os.IsNotExist(err) {
-		return fmt.Errorf("remove segment buffer file: %w", err)
+	if err != nil {
+		return fmt.Errorf("close segment buffer file: %w", err)
 	}
 	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"os"
 	"path/filepath"
 	"testing"
 
@@ -12,20 +13,29 @@ import (
 	"github.com/pitr-dev/pitr/storage"
 )
 
-// bufFiles lists the segment buffer files in dir.
-func bufFiles(t *testing.T, dir string) []string {
+// dirEntries lists what is in dir: always nothing, since a buffer file is
+// unlinked when it is created (so that SIGKILL leaves nothing behind).
+func dirEntries(t *testing.T, dir string) []string {
 	t.Helper()
-	m, err := filepath.Glob(filepath.Join(dir, "pitr-stream-*"))
+	m, err := filepath.Glob(filepath.Join(dir, "*"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	return m
 }
 
+// bufFile is the streamer's open buffer file, or nil.
+func bufFile(s *Streamer) *os.File {
+	if s.buf == nil {
+		return nil
+	}
+	return s.buf.file
+}
+
 // A segment above the memory limit is buffered in a file, and what reaches
 // the repository (.partial, finished segment) is byte for byte what the
-// in-memory buffer stores; the file goes when its segment is stored and
-// when streaming stops.
+// in-memory buffer stores; the file is never visible in its directory, a
+// new one serves each segment, and none is open after streaming stops.
 func TestFileBackedSegmentMatchesMemory(t *testing.T) {
 	ctx := context.Background()
 	type result struct{ partial, full, partial2 []byte }
@@ -36,10 +46,13 @@ func TestFileBackedSegmentMatchesMemory(t *testing.T) {
 			limit = 64 << 10
 		}
 		s, st := newTestStreamerOpts(t, Options{TempDir: dir}, limit)
-		if got := bufFiles(t, dir); (len(got) == 1) != file {
-			t.Fatalf("file backing %v: buffer files %v", file, got)
+		if got := bufFile(s); (got != nil) != file {
+			t.Fatalf("file backing %v: buffer file %v", file, got)
 		}
-		first := bufFiles(t, dir)
+		if got := dirEntries(t, dir); len(got) != 0 {
+			t.Fatalf("buffer directory holds %v; a SIGKILL would leave it behind", got)
+		}
+		first := bufFile(s)
 		seg := segmentBytes(s.segSize, 5, 0xAB)
 		start := s.segSize.StartLSN(5)
 		name := s.segSize.FileName(wal.Segment{TLI: 1, No: 5})
@@ -76,10 +89,15 @@ func TestFileBackedSegmentMatchesMemory(t *testing.T) {
 			t.Fatalf("the finished segment's .partial is still there: %v", err)
 		}
 		if file {
-			got := bufFiles(t, dir)
-			if len(got) != 1 || got[0] == first[0] {
-				t.Fatalf("after the segment: buffer files %v, the finished one was %v", got, first)
+			if got := bufFile(s); got == nil || got == first {
+				t.Fatalf("after the segment: buffer file %v, the finished one was %v", got, first)
 			}
+			if _, err := first.Stat(); err == nil {
+				t.Fatal("the finished segment's buffer file is still open")
+			}
+		}
+		if got := dirEntries(t, dir); len(got) != 0 {
+			t.Fatalf("buffer directory holds %v", got)
 		}
 
 		// The next segment's buffer starts zeroed: its .partial holds only
@@ -95,9 +113,12 @@ func TestFileBackedSegmentMatchesMemory(t *testing.T) {
 			t.Fatalf("file backing %v: next segment's .partial is not zero-padded", file)
 		}
 
+		last := bufFile(s)
 		s.releaseBuf()
-		if got := bufFiles(t, dir); len(got) != 0 {
-			t.Fatalf("buffer files left after stopping: %v", got)
+		if last != nil {
+			if _, err := last.Stat(); err == nil {
+				t.Fatal("buffer file still open after stopping")
+			}
 		}
 		return r
 	}
@@ -107,12 +128,13 @@ func TestFileBackedSegmentMatchesMemory(t *testing.T) {
 	}
 }
 
-// Run removes the buffer file when it returns (here at once: the context
-// is already cancelled), after the final upload.
-func TestRunRemovesBufferFile(t *testing.T) {
+// Run closes the buffer file when it returns (here at once: the context is
+// already cancelled), after the final upload.
+func TestRunClosesBufferFile(t *testing.T) {
 	dir := t.TempDir()
 	s, _ := newTestStreamerOpts(t, Options{TempDir: dir, DSN: "host=/nonexistent"}, 64<<10)
-	if len(bufFiles(t, dir)) != 1 {
+	f := bufFile(s)
+	if f == nil {
 		t.Fatal("no buffer file")
 	}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -120,8 +142,11 @@ func TestRunRemovesBufferFile(t *testing.T) {
 	if err := s.Run(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if got := bufFiles(t, dir); len(got) != 0 {
-		t.Fatalf("buffer files left after Run: %v", got)
+	if _, err := f.Stat(); err == nil {
+		t.Fatal("buffer file still open after Run")
+	}
+	if got := dirEntries(t, dir); len(got) != 0 {
+		t.Fatalf("buffer directory holds %v after Run", got)
 	}
 }
 
