@@ -17,6 +17,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/pitr-dev/pitr/internal/conninfo"
 )
 
 // DefaultPGBinDir is where Debian and Ubuntu (apt.postgresql.org) install the
@@ -95,7 +97,14 @@ func pgBaseBackupArgs(o *Options, label, alg string) []string {
 func runPGBaseBackup(ctx context.Context, path string, args []string, log *slog.Logger, consume func(io.Reader) error) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	args, env, err := conninfo.HidePassword(args)
+	if err != nil {
+		return err
+	}
 	cmd := exec.CommandContext(ctx, path, args...)
+	if env != nil {
+		cmd.Env = append(os.Environ(), env...)
+	}
 	// SIGTERM first: pg_basebackup then exits and the server aborts the backup.
 	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
 	cmd.WaitDelay = 10 * time.Second

@@ -20,6 +20,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/pitr-dev/pitr/basebackup"
+	"github.com/pitr-dev/pitr/internal/conninfo"
 	"github.com/pitr-dev/pitr/repo"
 )
 
@@ -152,7 +153,14 @@ func runToolWith(ctx context.Context, path string, args []string, stdin io.Reade
 func runToolFull(ctx context.Context, path string, args []string, stdin io.Reader, stderr *stderrBuf, consume func(io.Reader) error) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	args, env, err := conninfo.HidePassword(args)
+	if err != nil {
+		return err
+	}
 	cmd := exec.CommandContext(ctx, path, args...)
+	if env != nil {
+		cmd.Env = append(os.Environ(), env...)
+	}
 	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
 	cmd.WaitDelay = 10 * time.Second
 	cmd.Stderr = stderr

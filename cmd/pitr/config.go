@@ -46,7 +46,7 @@ type Config struct {
 	ArchiveAhead     string `yaml:"archive_ahead" doc:"how many ready WAL files archive-push's background archiver archives concurrently when it finds a backlog: a number, default half the CPUs (2 to 8), or off"`
 	FetchAhead       string `yaml:"fetch_ahead" doc:"how many segments after the one asked for wal-fetch downloads ahead, in the background, during recovery: a number, default 8, or off"`
 
-	DSN                  string `yaml:"dsn" doc:"libpq connection string of the server pitr backup copies (default: PGHOST, PGPORT, PGUSER, ... environment); keep passwords in PGPASSWORD or ~/.pgpass"`
+	DSN                  string `yaml:"dsn" doc:"libpq connection string of the server pitr backup copies (default: PGHOST, PGPORT, PGUSER, ... environment); a password in it reaches pg_basebackup and pg_dump as PGPASSWORD, never on their command lines; put it in the config file, PITR_DSN, PGPASSWORD or ~/.pgpass, not --dsn"`
 	PGBin                string `yaml:"pg_bin" doc:"directory of pg_basebackup, which must match the server's major version (default /usr/lib/postgresql/<major>/bin)"`
 	BackupFastCheckpoint bool   `yaml:"backup_fast_checkpoint" doc:"start backups with an immediate checkpoint instead of a spread one (pitr backup --fast)"`
 	BackupMaxRate        string `yaml:"backup_max_rate" doc:"limit the backup transfer rate, pg_basebackup -r syntax in kB/s (e.g. 51200 or 50M); default unlimited"`
