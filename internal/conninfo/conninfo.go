@@ -41,10 +41,8 @@ func uriWithoutPassword(dsn string) (string, string, error) {
 	}
 	// libpq lets a query parameter override the user-info part.
 	if q := u.Query(); q.Has("password") {
-		password, changed = q.Get("password"), true
-		if vs := q["password"]; len(vs) > 0 {
-			password = vs[len(vs)-1]
-		}
+		vs := q["password"]
+		password, changed = vs[len(vs)-1], true
 		q.Del("password")
 		u.RawQuery = q.Encode()
 	}
