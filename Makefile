@@ -7,9 +7,9 @@ SHELL := /bin/bash
 
 GO        ?= go
 # Build against Debian's libzstd when it is there (scripts/install-deps.sh
-# installs it): the same library and level as pgBackRest's zst, and security
-# updates from the distribution. Otherwise cgo builds use the C source
-# vendored in github.com/DataDog/zstd, and CGO_ENABLED=0 the pure-Go encoder.
+# installs it): the library pgBackRest's zst and PostgreSQL use, with
+# security updates from the distribution. Otherwise pitr compresses with the
+# pure-Go encoder.
 ZSTD_TAGS := $(shell pkg-config --exists libzstd 2>/dev/null && echo -tags=external_libzstd)
 export GOFLAGS := $(strip $(GOFLAGS) $(ZSTD_TAGS))
 PKGS      ?= ./...

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"sort"
 	"sync"
 )
 
@@ -14,7 +15,7 @@ import (
 //
 //	storage read ─▶ [readAhead: raw object] ─▶ zstd decode (decoder goroutines)
 //	  ─▶ codec.Reader: SHA-256 + trailer check ─▶ [readAhead: tar bytes]
-//	  ─▶ tar members written to files ─▶ [syncer: fsync workers]
+//	  ─▶ tar members written to files ─▶ [syncer: write-back started; fsync at the end]
 //
 // Every buffer between stages is fixed in size and number, so memory does
 // not grow with the backup: about partBuffers × pipeChunk per stage and
@@ -124,13 +125,27 @@ func (r *readAhead) Read(p []byte) (int, error) {
 // cancelled ctx or read to the end.
 func (r *readAhead) wait() { <-r.done }
 
-// syncer fsyncs and closes the files extraction wrote, on a few workers,
-// so that writing the next file never waits for the disk to flush the
-// last one. A failed fsync is the restore's failure, reported by wait.
+// syncer makes the files extraction wrote durable. Each file, once
+// written, is handed to a worker that asks the kernel to start writing it
+// back (sync_file_range, which does not wait) and closes it; the fsyncs
+// come at the end, biggest file first on a few workers, when most of the
+// data is already on disk. Measured on the benchmark's scale-50 backup,
+// fsyncing each file as soon as it was written made extraction about
+// twice as slow: every fsync forced a journal commit while the next files
+// were being written. PostgreSQL syncs a data directory the same way
+// (pre_sync_fname, then fsync). A failed fsync is the restore's failure,
+// reported by wait.
 type syncer struct {
-	files chan *os.File
-	wg    sync.WaitGroup
-	fail  *firstError
+	files   chan *os.File
+	wg      sync.WaitGroup
+	fail    *firstError
+	mu      sync.Mutex
+	written []writtenFile
+}
+
+type writtenFile struct {
+	path string
+	size int64
 }
 
 func startSyncer(fail *firstError) *syncer {
@@ -145,26 +160,80 @@ func startSyncer(fail *firstError) *syncer {
 func (s *syncer) work() {
 	defer s.wg.Done()
 	for f := range s.files {
-		var err error
-		if !s.fail.failed() {
-			err = f.Sync()
+		var size int64
+		fi, err := f.Stat()
+		if err == nil {
+			size = fi.Size()
+			startWriteback(f)
 		}
 		if cerr := f.Close(); err == nil {
 			err = cerr
 		}
 		if err != nil {
-			s.fail.set(fmt.Errorf("sync %s: %w", f.Name(), err))
+			s.fail.set(fmt.Errorf("write %s: %w", f.Name(), err))
+			continue
 		}
+		s.mu.Lock()
+		s.written = append(s.written, writtenFile{path: f.Name(), size: size})
+		s.mu.Unlock()
 	}
 }
 
 // add hands over f, written completely; the syncer closes it.
 func (s *syncer) add(f *os.File) { s.files <- f }
 
-// wait stops the workers once every file handed over is synced and closed.
+// wait returns once every file handed over is closed and, unless the
+// extraction failed already, fsynced.
 func (s *syncer) wait() {
 	close(s.files)
 	s.wg.Wait()
+	if s.fail.failed() {
+		return
+	}
+	sort.Slice(s.written, func(i, j int) bool { return s.written[i].size > s.written[j].size })
+	paths := make(chan string)
+	var wg sync.WaitGroup
+	for range syncWorkers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for p := range paths {
+				if s.fail.failed() {
+					continue
+				}
+				if err := fsyncPath(p); err != nil {
+					s.fail.set(err)
+				}
+			}
+		}()
+	}
+	for _, w := range s.written {
+		paths <- w.path
+	}
+	close(paths)
+	wg.Wait()
+}
+
+// fsyncPath is syncFile; tests replace it to see what is synced when.
+var fsyncPath = syncFile
+
+// syncFile fsyncs the file at path through a new descriptor. Linux reports
+// a write-back error that no descriptor has seen yet to the next fsync, on
+// any descriptor (since 4.13), which is what PostgreSQL's own
+// fsync-by-name relies on too.
+func syncFile(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("sync %s: %w", path, err)
+	}
+	err = f.Sync()
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("sync %s: %w", path, err)
+	}
+	return nil
 }
 
 // firstError keeps the first failure of concurrent work and cancels the

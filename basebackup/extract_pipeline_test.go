@@ -5,12 +5,15 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 
 	"github.com/pitr-dev/pitr/repo"
@@ -280,4 +283,66 @@ type oddReader struct {
 func (o *oddReader) Read(p []byte) (int, error) {
 	o.i++
 	return o.r.Read(p[:min(len(p), 1+o.i%5000)])
+}
+
+// Contract: Extract returns only once every file it wrote is fsynced (a
+// restore that reports success must survive a crash before the server's
+// first start), and a failed fsync fails the extraction and removes what
+// was written.
+func TestExtractSyncsEveryFileBeforeReturning(t *testing.T) {
+	st, _ := newTestStore(t)
+	base := slices.DeleteFunc(baseFiles(), func(f tarFile) bool { return f.name == "tablespace_map" })
+	for i := range 2 * syncQueue {
+		base = append(base, tarFile{name: fmt.Sprintf("base/1/%d", 16000+i), body: randomBody(uint64(i), i*101)})
+	}
+	b := storeBackup(t, st, map[string][]byte{repo.BackupBaseTarName: makeTar(t, base)}, []string{repo.BackupBaseTarName}, nil)
+
+	var mu sync.Mutex
+	synced := map[string]bool{}
+	fail := ""
+	orig := fsyncPath
+	t.Cleanup(func() { fsyncPath = orig })
+	fsyncPath = func(p string) error {
+		mu.Lock()
+		defer mu.Unlock()
+		if fail != "" && strings.HasSuffix(p, fail) {
+			return fmt.Errorf("sync %s: %w", p, syscall.EIO)
+		}
+		synced[p] = true
+		return orig(p)
+	}
+
+	pgdata := filepath.Join(t.TempDir(), "data")
+	if err := Extract(context.Background(), st, b, pgdata, nil); err != nil {
+		t.Fatal(err)
+	}
+	var files int
+	err := filepath.WalkDir(pgdata, func(p string, d os.DirEntry, err error) error {
+		if err != nil || !d.Type().IsRegular() {
+			return err
+		}
+		files++
+		mu.Lock()
+		defer mu.Unlock()
+		if !synced[p] {
+			t.Errorf("%s was not fsynced by the time Extract returned", p)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if files < 2*syncQueue {
+		t.Fatalf("only %d files extracted", files)
+	}
+
+	fail = "base/1/16007"
+	pgdata2 := filepath.Join(t.TempDir(), "data")
+	err = Extract(context.Background(), st, b, pgdata2, nil)
+	if !errors.Is(err, syscall.EIO) {
+		t.Fatalf("Extract with a failing fsync: %v, want EIO", err)
+	}
+	if _, err := os.Stat(pgdata2); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("after the failed fsync %s is still there (%v)", pgdata2, err)
+	}
 }

@@ -40,7 +40,7 @@ type Config struct {
 	S3ObjectLockMode string `yaml:"s3_object_lock_mode" doc:"S3 Object Lock retention mode for every object written: GOVERNANCE or COMPLIANCE (the bucket must have Object Lock enabled); needs s3_object_lock_days"`
 	S3ObjectLockDays int    `yaml:"s3_object_lock_days" doc:"days each written object stays undeletable and unchangeable under s3_object_lock_mode; keep it below your retention (prune skips locked objects)"`
 	Compression      string `yaml:"compression" doc:"zstd (default) or none"`
-	CompressionLevel int    `yaml:"compression_level" doc:"1 (fastest) to 4 (smallest), zstd levels 1, 3, 7 and 11; default 2"`
+	CompressionLevel int    `yaml:"compression_level" doc:"1 (fastest) to 4 (smallest): zstd levels 1, 3 (with smaller tables, tuned for WAL), 7 and 11; default 2"`
 	LogLevel         string `yaml:"log_level" doc:"debug, info (default), warn or error"`
 	LogFormat        string `yaml:"log_format" doc:"text (default) or json"`
 	ArchiveAhead     string `yaml:"archive_ahead" doc:"how many ready WAL files archive-push's background archiver archives concurrently when it finds a backlog: a number, default half the CPUs (2 to 8), or off"`

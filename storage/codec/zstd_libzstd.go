@@ -1,76 +1,143 @@
-//go:build cgo
+//go:build cgo && external_libzstd
 
 package codec
 
+/*
+#cgo pkg-config: libzstd
+#include <stdlib.h>
+#include <zstd.h>
+
+// pitr_compress runs one streaming step. The buffer descriptors are built
+// here, on the C side: cgo lets Go pass pointers to memory without Go
+// pointers in it (the byte slices, the positions), not structs holding
+// them.
+static size_t pitr_compress(ZSTD_CCtx *cctx, void *dst, size_t dst_cap, size_t *dst_pos,
+		const void *src, size_t src_size, size_t *src_pos, int end) {
+	ZSTD_outBuffer out = { dst, dst_cap, *dst_pos };
+	ZSTD_inBuffer in = { src, src_size, *src_pos };
+	size_t r = ZSTD_compressStream2(cctx, &out, &in, end ? ZSTD_e_end : ZSTD_e_continue);
+	*dst_pos = out.pos;
+	*src_pos = in.pos;
+	return r;
+}
+*/
+import "C"
+
 import (
 	"errors"
+	"fmt"
 	"io"
 	"runtime"
-
-	ddzstd "github.com/DataDog/zstd"
+	"unsafe"
 )
 
 // Encoder names the zstd encoder this binary writes with.
 //
-// With cgo (the default wherever a C compiler is found) objects are
-// compressed by the C zstd library through DataDog/zstd: the system's
-// libzstd with the external_libzstd build tag (the Makefile sets it when
-// pkg-config finds one), else the C source that module vendors. On the
-// benchmark's 128 pgbench WAL segments, level 3 of Debian 12's libzstd
-// stores 213.4 MiB in 34 ms per segment where the pure-Go encoder's
-// default stores 221.9 MiB in 45 ms: the same bytes pgBackRest's zst
-// stores, from the same library. Built with CGO_ENABLED=0, pitr keeps the
-// pure-Go encoder (zstd_purego.go). Both write standard zstd frames, and
-// reading always uses the pure-Go decoder with its window and memory limits
+// Built with cgo and the external_libzstd tag (the Makefile, demo.sh and
+// the Dockerfile set it when pkg-config finds libzstd), objects are
+// compressed by the system's C zstd library, the one PostgreSQL links: on
+// the benchmark's 128 pgbench WAL segments it is about a quarter faster than
+// the pure-Go encoder and stores 4% less. Otherwise pitr keeps the pure-Go
+// encoder (zstd_purego.go). Both write standard zstd frames, and reading
+// always uses the pure-Go decoder with its window and memory limits
 // (limit.go), so which encoder wrote an object never matters to a reader.
-const Encoder = "libzstd " + libzstdSource
+const Encoder = "libzstd (system library)"
 
-// libzstdLevel maps pitr's levels to zstd's, keeping the meaning the
-// pure-Go encoder gives them (its levels approximate zstd 1, 3, 7 and 11).
-func libzstdLevel(l Level) int {
+// zstdParams are what a pitr level means to libzstd.
+type zstdParams struct {
+	level int
+	// Overrides of the level's defaults; 0 keeps the level's own.
+	hashLog, chainLog, minMatch int
+}
+
+// libzstdParams maps pitr's levels to zstd settings. Level 2, the default,
+// is zstd's level 3 with hash and chain tables of 2^13 entries instead of
+// 2^17 and 2^16: WAL (page images, then records that touch the same pages)
+// and PostgreSQL's data files repeat at short distances, so small tables
+// that stay in the CPU's caches find the matches that count. Measured with
+// libzstd 1.5.4 on one core (see DESIGN.md): on the benchmark's 128 pgbench
+// WAL segments, 773 MB/s and 221.1 MB against level 3's 590 MB/s and
+// 223.2 MB; on a scale-50 pgbench data directory, 1306 MB/s and 35.4 MB
+// against 967 MB/s and 36.2 MB.
+func libzstdParams(l Level) zstdParams {
 	switch l {
 	case 1:
-		return 1
+		return zstdParams{level: 1}
 	case 3:
-		return 7
+		return zstdParams{level: 7}
 	case 4:
-		return 11
+		return zstdParams{level: 11}
 	}
-	return 3
+	return zstdParams{level: 3, hashLog: 13, chainLog: 13}
 }
 
-// redirect lets Discard point the encoder's output at io.Discard, so the C
-// context can be finished and freed without touching the destination.
-type redirect struct{ w io.Writer }
+// cctx is one libzstd compression context, set up for p.
+type cctx struct{ c *C.ZSTD_CCtx }
 
-func (r *redirect) Write(p []byte) (int, error) { return r.w.Write(p) }
-
-// libzstdStream is one C encoder and the writer it writes through.
-type libzstdStream struct {
-	out *redirect
-	enc *ddzstd.Writer
+func newCCtx(p zstdParams) (*cctx, error) {
+	c := C.ZSTD_createCCtx()
+	if c == nil {
+		return nil, errors.New("zstd: cannot allocate a compression context")
+	}
+	x := &cctx{c: c}
+	set := func(param C.ZSTD_cParameter, v int) error {
+		if v == 0 && param != C.ZSTD_c_compressionLevel {
+			return nil
+		}
+		if r := C.ZSTD_CCtx_setParameter(c, param, C.int(v)); C.ZSTD_isError(r) != 0 {
+			return fmt.Errorf("zstd: set parameter %d to %d: %s", int(param), v, C.GoString(C.ZSTD_getErrorName(r)))
+		}
+		return nil
+	}
+	// The level first: setting it resets the parameters it implies.
+	for _, s := range []struct {
+		param C.ZSTD_cParameter
+		v     int
+	}{
+		{C.ZSTD_c_compressionLevel, p.level},
+		{C.ZSTD_c_hashLog, p.hashLog},
+		{C.ZSTD_c_chainLog, p.chainLog},
+		{C.ZSTD_c_minMatch, p.minMatch},
+		// No frame checksum: the object's trailer checks the same bytes.
+		{C.ZSTD_c_checksumFlag, 0},
+	} {
+		if err := set(s.param, s.v); err != nil {
+			x.free()
+			return nil, err
+		}
+	}
+	return x, nil
 }
 
-// discard finishes the stream into io.Discard, which frees its C context.
-func (s *libzstdStream) discard() {
-	s.out.w = io.Discard
-	_ = s.enc.Close()
+func (x *cctx) free() {
+	if x.c != nil {
+		C.ZSTD_freeCCtx(x.c)
+		x.c = nil
+	}
 }
+
+// libzstdOut is the size of the buffer compressed bytes collect in before
+// they are written on (ZSTD_CStreamOutSize, a block and its header).
+var libzstdOut = int(C.ZSTD_CStreamOutSize())
 
 type libzstdBody struct {
-	*libzstdStream
-	done    bool
+	ctx     *cctx
+	dst     io.Writer
+	out     []byte
+	err     error
 	cleanup runtime.Cleanup
 }
 
 func newZstdBody(dst io.Writer, opts Options) (zstdBody, error) {
-	out := &redirect{w: dst}
-	stream := &libzstdStream{out: out, enc: ddzstd.NewWriterLevel(out, libzstdLevel(opts.Level))}
-	b := &libzstdBody{libzstdStream: stream}
-	// The C context lives outside Go's heap. An encoder dropped without
-	// Close or Discard (a panic in a caller) would otherwise hold a few MiB
-	// for the life of a long-running agent.
-	b.cleanup = runtime.AddCleanup(b, (*libzstdStream).discard, stream)
+	ctx, err := newCCtx(libzstdParams(opts.Level))
+	if err != nil {
+		return nil, err
+	}
+	b := &libzstdBody{ctx: ctx, dst: dst, out: make([]byte, libzstdOut)}
+	// The context lives outside Go's heap: an encoder dropped without
+	// Close or Discard (a panic in a caller) would otherwise hold its
+	// tables for the life of a long-running agent.
+	b.cleanup = runtime.AddCleanup(b, (*cctx).free, ctx)
 	if opts.Concurrency > 1 {
 		// Not libzstd's own worker threads: their job buffers cost about
 		// 40 MiB per stream (a backup to S3 peaked at 123 MiB instead of
@@ -81,38 +148,68 @@ func newZstdBody(dst io.Writer, opts Options) (zstdBody, error) {
 	return b, nil
 }
 
-// libzstdChunk bounds what one call hands the C encoder. The binding sizes
-// its output buffer to the worst case of each call, so a whole 16 MiB
-// segment in one Write would cost a fresh 16 MiB buffer per object.
-const libzstdChunk = 256 << 10
+// step feeds p (all of it) to the encoder, ending the frame when end is
+// set, and writes every compressed byte it produces to dst.
+func (b *libzstdBody) step(p []byte, end bool) error {
+	if b.err != nil {
+		return b.err
+	}
+	if b.ctx.c == nil {
+		return errors.New("zstd encoder already closed")
+	}
+	var src unsafe.Pointer
+	if len(p) > 0 {
+		src = unsafe.Pointer(&p[0])
+	}
+	var srcPos C.size_t
+	endFlag := C.int(0)
+	if end {
+		endFlag = 1
+	}
+	for {
+		var dstPos C.size_t
+		r := C.pitr_compress(b.ctx.c, unsafe.Pointer(&b.out[0]), C.size_t(len(b.out)), &dstPos,
+			src, C.size_t(len(p)), &srcPos, endFlag)
+		if C.ZSTD_isError(r) != 0 {
+			b.err = fmt.Errorf("zstd: %s", C.GoString(C.ZSTD_getErrorName(r)))
+			return b.err
+		}
+		if dstPos > 0 {
+			if _, err := b.dst.Write(b.out[:dstPos]); err != nil {
+				b.err = err
+				return err
+			}
+		}
+		// Done when the input is consumed and, at the end, the frame is
+		// flushed completely (r is what is left to flush).
+		if int(srcPos) == len(p) && (!end || r == 0) {
+			runtime.KeepAlive(p)
+			return nil
+		}
+	}
+}
 
 func (b *libzstdBody) Write(p []byte) (int, error) {
-	written := 0
-	for len(p) > 0 {
-		n := min(len(p), libzstdChunk)
-		if _, err := b.enc.Write(p[:n]); err != nil {
-			return written, err
-		}
-		written += n
-		p = p[n:]
+	if err := b.step(p, false); err != nil {
+		return 0, err
 	}
-	return written, nil
+	return len(p), nil
 }
 
 func (b *libzstdBody) Close() error {
-	if b.done {
+	if b.ctx.c == nil {
 		return errors.New("zstd encoder already closed")
 	}
-	b.done = true
-	b.cleanup.Stop()
-	return b.enc.Close()
+	err := b.step(nil, true)
+	b.release()
+	return err
 }
 
-func (b *libzstdBody) Discard() {
-	if b.done {
-		return
-	}
-	b.done = true
+// Discard frees the context without writing anything more to dst, which
+// may be the destination that just failed.
+func (b *libzstdBody) Discard() { b.release() }
+
+func (b *libzstdBody) release() {
 	b.cleanup.Stop()
-	b.discard()
+	b.ctx.free()
 }

@@ -1,5 +1,0 @@
-//go:build cgo && external_libzstd
-
-package codec
-
-const libzstdSource = "(system library)"
