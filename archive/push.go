@@ -4,7 +4,6 @@ package archive
 
 import (
 	"context"
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -240,19 +239,17 @@ func readSegmentHeader(r io.ReaderAt, segName string, size int64) (wal.LongPageH
 }
 
 // sameAsArchived compares the local file with the archived object by size and
-// SHA-256 of the original bytes.
+// checksum of the original bytes, computed the way the archived object's
+// trailer records it.
 func (a *Archiver) sameAsArchived(ctx context.Context, f *os.File, key string, limit int64) (bool, error) {
-	if _, err := f.Seek(0, io.SeekStart); err != nil {
-		return false, err
-	}
-	h := sha256.New()
-	n, err := io.Copy(h, f)
+	archived, err := codec.ReadInfoLimit(ctx, a.Store, key, limit)
 	if err != nil {
 		return false, err
 	}
-	local := codec.Info{Size: n}
-	copy(local.SHA256[:], h.Sum(nil))
-	archived, err := codec.ReadInfoLimit(ctx, a.Store, key, limit)
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return false, err
+	}
+	local, err := codec.SumOf(f, archived.Checksum)
 	if err != nil {
 		return false, err
 	}

@@ -3,7 +3,6 @@ package archive
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -48,12 +47,10 @@ func (a *Archiver) PushReaderAt(ctx context.Context, id repo.SystemID, name stri
 	res.Key = key
 	switch archived, err := codec.ReadInfoLimit(ctx, a.Store, key, MaxFileSize(kind)); {
 	case err == nil:
-		h := sha256.New()
-		if _, err := io.Copy(h, io.NewSectionReader(r, 0, size)); err != nil {
+		local, err := codec.SumOf(io.NewSectionReader(r, 0, size), archived.Checksum)
+		if err != nil {
 			return res, fmt.Errorf("push %s: hash: %w", name, err)
 		}
-		local := codec.Info{Size: size}
-		copy(local.SHA256[:], h.Sum(nil))
 		if archived.Equal(local) {
 			res.AlreadyArchived = true
 			res.Duration = a.now().Sub(start)

@@ -3,7 +3,6 @@ package basebackup
 import (
 	"bytes"
 	"context"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -32,7 +31,8 @@ type ConfigFile struct {
 	InDataDirectory bool   `json:"in_data_directory,omitempty"`
 	Object          string `json:"object,omitempty"` // "config/<n>-<name>"
 	Size            int64  `json:"size,omitempty"`
-	SHA256          string `json:"sha256,omitempty"`
+	SHA256          string `json:"sha256,omitempty"`   // see Part
+	Checksum        string `json:"checksum,omitempty"` // see Part
 	// Error says why the file could not be captured (the backup goes on:
 	// the data matters more than the configuration, and the warning is in
 	// the backup's output and in backup show).
@@ -143,7 +143,8 @@ func (r *run) captureConfig(ctx context.Context) []ConfigFile {
 			f.Object = ""
 			continue
 		}
-		f.Size, f.SHA256 = stored.Size, hex.EncodeToString(stored.SHA256[:])
+		f.Size = stored.Size
+		f.SHA256, f.Checksum = stored.Record()
 	}
 	out := make([]ConfigFile, 0, len(files))
 	for _, f := range files {
@@ -425,7 +426,7 @@ func readConfigObject(ctx context.Context, st storage.Store, b Backup, f ConfigF
 		return nil, fmt.Errorf("restore configuration %s: %w", f.Path, err)
 	}
 	info := obj.Info()
-	if hex.EncodeToString(info.SHA256[:]) != f.SHA256 {
+	if !info.Matches(f.SHA256, f.Checksum) {
 		return nil, fmt.Errorf("restore configuration %s: %w: content differs from backup.json", f.Path, codec.ErrCorrupt)
 	}
 	return data, nil

@@ -4,7 +4,6 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -271,9 +270,9 @@ func extractPart(ctx context.Context, st storage.Store, b Backup, p Part, dir st
 	// The decode goroutine has returned after its io.EOF, so Info is final.
 	decoded.wait()
 	info := obj.Info()
-	if info.Size != p.Size || hex.EncodeToString(info.SHA256[:]) != p.SHA256 {
-		return fmt.Errorf("%w: part %s holds %s, the backup recorded %d bytes sha256:%.16s (object replaced?)",
-			codec.ErrCorrupt, p.Name, info, p.Size, p.SHA256)
+	if info.Size != p.Size || !info.Matches(p.SHA256, p.Checksum) {
+		return fmt.Errorf("%w: part %s holds %s, the backup recorded %d bytes %.16s%.25s (object replaced?)",
+			codec.ErrCorrupt, p.Name, info, p.Size, p.SHA256, p.Checksum)
 	}
 	return nil
 }

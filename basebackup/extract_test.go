@@ -4,7 +4,6 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
-	"encoding/hex"
 	"errors"
 	"os"
 	"path/filepath"
@@ -46,7 +45,9 @@ func storeBackup(t *testing.T, st storage.Store, parts map[string][]byte, order 
 		if err != nil {
 			t.Fatal(err)
 		}
-		b.Parts = append(b.Parts, Part{Name: name, Size: stored.Size, StoredSize: stored.StoredSize, SHA256: hex.EncodeToString(stored.SHA256[:])})
+		part := Part{Name: name, Size: stored.Size, StoredSize: stored.StoredSize}
+		part.SHA256, part.Checksum = stored.Record()
+		b.Parts = append(b.Parts, part)
 	}
 	if err := b.Validate(); err != nil {
 		t.Fatal(err)
@@ -166,7 +167,8 @@ func TestExtractCorruptPart(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			b.Parts = []Part{{Name: repo.BackupBaseTarName, Size: stored.Size, StoredSize: stored.StoredSize, SHA256: hex.EncodeToString(stored.SHA256[:])}}
+			b.Parts = []Part{{Name: repo.BackupBaseTarName, Size: stored.Size, StoredSize: stored.StoredSize}}
+			b.Parts[0].SHA256, b.Parts[0].Checksum = stored.Record()
 			p := filepath.Join(root, filepath.FromSlash(b.Key(repo.BackupBaseTarName)))
 			raw, err := os.ReadFile(p)
 			if err != nil {

@@ -3,7 +3,6 @@ package basebackup
 import (
 	"bytes"
 	"context"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -645,7 +644,9 @@ func (r *run) putPart(ctx context.Context, name string, src io.Reader, size int6
 	if err != nil {
 		return Part{}, fmt.Errorf("store %s: %w", name, err)
 	}
-	return Part{Name: name, Size: stored.Size, StoredSize: stored.StoredSize, SHA256: hex.EncodeToString(stored.SHA256[:])}, nil
+	part := Part{Name: name, Size: stored.Size, StoredSize: stored.StoredSize}
+	part.SHA256, part.Checksum = stored.Record()
+	return part, nil
 }
 
 // repoSink stores each archive as one part while streamCheck reads the same

@@ -56,7 +56,10 @@ type Part struct {
 	Object     string `json:"object"`
 	Size       int64  `json:"size"`
 	StoredSize int64  `json:"stored_size"`
-	SHA256     string `json:"sha256"` // hex, of the original bytes
+	// The checksum of the original bytes: hex SHA-256, or (since object
+	// format version 2) the codec's Digest in Checksum.
+	SHA256   string `json:"sha256,omitempty"`
+	Checksum string `json:"checksum,omitempty"`
 }
 
 // Database is one database's dump in a run.

@@ -2,7 +2,6 @@ package dump
 
 import (
 	"context"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -191,7 +190,7 @@ func feed(ctx context.Context, st storage.Store, run Run, p Part, path string, a
 		return 0, fmt.Errorf("%s of dump %s: %w (it was loaded; do not trust the result)", p.Object, run.Name, err)
 	}
 	info := obj.Info()
-	if hex.EncodeToString(info.SHA256[:]) != p.SHA256 || info.Size != p.Size {
+	if !info.Matches(p.SHA256, p.Checksum) || info.Size != p.Size {
 		return info.Size, fmt.Errorf("%s of dump %s: %w: content differs from dump.json (it was loaded; do not trust the result)", p.Object, run.Name, codec.ErrCorrupt)
 	}
 	return info.Size, nil

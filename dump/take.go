@@ -3,7 +3,6 @@ package dump
 import (
 	"bytes"
 	"context"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -321,7 +320,9 @@ func (t *take) store(ctx context.Context, path string, args []string, object str
 	if err != nil {
 		return Part{}, err
 	}
-	return Part{Object: object, Size: stored.Size, StoredSize: stored.StoredSize, SHA256: hex.EncodeToString(stored.SHA256[:])}, nil
+	part := Part{Object: object, Size: stored.Size, StoredSize: stored.StoredSize}
+	part.SHA256, part.Checksum = stored.Record()
+	return part, nil
 }
 
 // finish writes dump.json after checking that every object it describes is

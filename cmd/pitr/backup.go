@@ -244,7 +244,11 @@ func writeBackupDetails(w io.Writer, b basebackup.Backup) error {
 	row("size", fmt.Sprintf("%s (%d bytes), stored %s (%d bytes, %s), ratio %s",
 		units.Bytes(b.Size), b.Size, units.Bytes(b.StoredSize), b.StoredSize, b.Codec, ratio(b.Size, b.StoredSize)))
 	for _, p := range b.Parts {
-		row("part "+p.Name, fmt.Sprintf("%s, stored %s, sha256 %s", units.Bytes(p.Size), units.Bytes(p.StoredSize), p.SHA256))
+		sum := p.Checksum
+		if sum == "" {
+			sum = "sha256:" + p.SHA256
+		}
+		row("part "+p.Name, fmt.Sprintf("%s, stored %s, %s", units.Bytes(p.Size), units.Bytes(p.StoredSize), sum))
 	}
 	for _, ts := range b.Tablespaces {
 		row(fmt.Sprintf("tablespace %d", ts.OID), fmt.Sprintf("%s at %s (%s)", orDash(ts.Name), ts.Location, ts.Part))

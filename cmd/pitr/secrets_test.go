@@ -13,6 +13,7 @@ import (
 	"filippo.io/age"
 
 	"github.com/pitr-dev/pitr/repo"
+	"github.com/pitr-dev/pitr/storage/codec"
 	"github.com/pitr-dev/pitr/storage/fs"
 )
 
@@ -91,5 +92,27 @@ func TestAgentScheduleWithPublicKeyOnly(t *testing.T) {
 	got := newestBackupStart(ctx, slog.New(slog.NewTextHandler(&logs, nil)), st)
 	if got.IsZero() || time.Since(got) > time.Minute || logs.Len() > 0 {
 		t.Fatalf("newest backup %v, logs:\n%s", got, logs.String())
+	}
+}
+
+// Encrypted repositories keep SHA-256 in every object: the plaintext
+// footer shows it to hosts with only the public key (docs/security.md).
+// Plain repositories use the cheaper XXH3-128.
+func TestEncryptedRepositoriesKeepSHA256(t *testing.T) {
+	for _, c := range []struct {
+		cfg  Config
+		want codec.Checksum
+	}{
+		{Config{}, codec.XXH3},
+		{Config{EncryptionRecipients: "age1xyz"}, codec.SHA256},
+		{Config{EncryptionIdentityFile: "/etc/pitr/key"}, codec.SHA256},
+	} {
+		opts, err := codecOptions(c.cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if opts.Checksum != c.want {
+			t.Errorf("%+v: checksum %v, want %v", c.cfg, opts.Checksum, c.want)
+		}
 	}
 }

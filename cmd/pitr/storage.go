@@ -125,7 +125,14 @@ func codecOptions(cfg Config) (codec.Options, error) {
 	if level < 1 || level > 4 {
 		return codec.Options{}, fmt.Errorf("compression_level %d is out of range 1..4", cfg.CompressionLevel)
 	}
-	return codec.Options{Codec: c, Level: level}, nil
+	opts := codec.Options{Codec: c, Level: level}
+	if cfg.EncryptionRecipients != "" || cfg.EncryptionIdentityFile != "" {
+		// Encrypted objects keep SHA-256: their plaintext footer shows it
+		// (docs/security.md), and there a checksum that resists crafted
+		// collisions is worth its CPU next to the cipher's.
+		opts.Checksum = codec.SHA256
+	}
+	return opts, nil
 }
 
 // openRepository loads the configuration, sets up logging and opens the

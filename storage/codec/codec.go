@@ -1,8 +1,16 @@
 // Package codec defines pitr's object format: every object in a repository is
 //
-//	header  (8 bytes)  "PITR" | format version (1) | codec id | 2 reserved zero bytes
+//	header  (8 bytes)  "PITR" | format version (1 or 2) | codec id | checksum id (version 2; 0 in 1) | 1 reserved zero byte
 //	body               the original bytes, encoded by the codec (zstd or none)
-//	trailer (48 bytes) "PTRL" | 4 reserved zero bytes | original size (uint64 BE) | SHA-256 of the original bytes
+//	trailer (48 bytes) "PTRL" | checksum id | 3 reserved zero bytes | original size (uint64 BE) | checksum (32 bytes)
+//
+// The checksum is of the original bytes: SHA-256 (id 0, the only one in
+// format version 1) or XXH3-128 (id 1, format version 2, the digest's 16
+// bytes big-endian and 16 zero bytes). Objects with XXH3-128 say version 2
+// so that a pitr from before it reports them as unsupported, not corrupt.
+// The header names the checksum so a reader hashes with it from the first
+// byte; the trailer repeats it because storage/crypt copies the trailer
+// alone into its plaintext footer.
 //
 // The header names the codec, so readers never guess from a key's extension.
 // The trailer comes last so an object can be written in one pass from a
@@ -15,8 +23,8 @@ package codec
 
 import (
 	"bytes"
-	"crypto/sha256"
 	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"github.com/pitr-dev/pitr/storage/internal/holdback"
@@ -74,7 +82,10 @@ const DefaultLevel Level = 2
 const (
 	headerSize  = 8
 	trailerSize = 48
-	version     = 1
+	// versionSHA256 objects carry a SHA-256; versionAnyChecksum ones name
+	// their checksum in the trailer.
+	versionSHA256      = 1
+	versionAnyChecksum = 2
 )
 
 var (
@@ -95,23 +106,57 @@ type Options struct {
 	// and the encoder then needs a quarter of the memory. libzstd chooses
 	// its window from the level (2 MiB at the default).
 	WindowSize int
-	// HashAside computes the SHA-256 of the original bytes on its own
+	// Checksum is what the trailer records of the original bytes; the zero
+	// value is XXH3-128.
+	Checksum Checksum
+	// HashAside computes a SHA-256 of the original bytes on its own
 	// goroutine instead of inside Write, beside the compression. For long
 	// streams (base backups) where wall time matters more than one more
-	// goroutine.
+	// goroutine. XXH3-128 is always computed inline: copying the bytes
+	// would cost more than hashing them.
 	HashAside bool
 }
 
 // Info describes the original bytes of an object.
 type Info struct {
-	Size   int64
-	SHA256 [sha256.Size]byte
+	Size     int64
+	Checksum Checksum
+	// Sum is the digest: all 32 bytes for SHA-256, the first 16 for
+	// XXH3-128 (the rest zero).
+	Sum [32]byte
 }
 
-// Equal reports whether two objects hold the same original bytes.
-func (i Info) Equal(o Info) bool { return i.Size == o.Size && i.SHA256 == o.SHA256 }
+// Equal reports whether two objects hold the same original bytes. Infos
+// with different checksums are never equal: compute the local side with
+// the archived object's Checksum (SumOf).
+func (i Info) Equal(o Info) bool {
+	return i.Size == o.Size && i.Checksum == o.Checksum && i.Sum == o.Sum
+}
 
-func (i Info) String() string { return fmt.Sprintf("%d bytes sha256:%x", i.Size, i.SHA256[:8]) }
+// Digest is the checksum as text: algorithm, colon, hex digest.
+func (i Info) Digest() string {
+	return i.Checksum.String() + ":" + hex.EncodeToString(i.Sum[:i.Checksum.size()])
+}
+
+// Record is what metadata files (backup.json, dump manifests) keep of the
+// checksum: the bare hex SHA-256 in their sha256 field, as they always have,
+// or any other checksum's Digest in their checksum field.
+func (i Info) Record() (sha256Hex, checksum string) {
+	if i.Checksum == SHA256 {
+		return hex.EncodeToString(i.Sum[:]), ""
+	}
+	return "", i.Digest()
+}
+
+// Matches reports whether i is what a metadata file recorded with Record.
+func (i Info) Matches(sha256Hex, checksum string) bool {
+	got, gotChecksum := i.Record()
+	return got == sha256Hex && gotChecksum == checksum
+}
+
+func (i Info) String() string {
+	return fmt.Sprintf("%d bytes %s:%x", i.Size, i.Checksum, i.Sum[:8])
+}
 
 // Writer encodes one object onto an underlying writer.
 type Writer struct {
@@ -130,12 +175,19 @@ type Writer struct {
 func NewWriter(dst io.Writer, opts Options) (*Writer, error) {
 	hdr := [headerSize]byte{}
 	copy(hdr[:4], headerMagic[:])
-	hdr[4] = version
+	hdr[4] = versionAnyChecksum
+	if opts.Checksum == SHA256 {
+		hdr[4] = versionSHA256
+	}
 	hdr[5] = byte(opts.Codec)
+	hdr[6] = opts.Checksum.id()
 	if _, err := dst.Write(hdr[:]); err != nil {
 		return nil, fmt.Errorf("write object header: %w", err)
 	}
-	w := &Writer{dst: dst}
+	if opts.Checksum != SHA256 && opts.Checksum != XXH3 {
+		return nil, fmt.Errorf("encode: unsupported checksum %v", opts.Checksum)
+	}
+	w := &Writer{dst: dst, info: Info{Checksum: opts.Checksum}}
 	switch opts.Codec {
 	case None:
 		w.body = nopCloser{dst}
@@ -148,7 +200,7 @@ func NewWriter(dst io.Writer, opts Options) (*Writer, error) {
 	default:
 		return nil, fmt.Errorf("encode: unsupported codec %v", opts.Codec)
 	}
-	w.sum = newSummer(opts.HashAside)
+	w.sum = newSummer(opts.Checksum, opts.HashAside)
 	return w, nil
 }
 
@@ -204,11 +256,12 @@ func (w *Writer) Close() error {
 		return w.err
 	}
 	w.info.Size = w.size
-	w.info.SHA256 = w.sum.Sum()
+	w.info.Sum = w.sum.Sum()
 	var tr [trailerSize]byte
 	copy(tr[:4], trailerMagic[:])
+	tr[4] = w.info.Checksum.id()
 	binary.BigEndian.PutUint64(tr[8:16], uint64(w.info.Size))
-	copy(tr[16:], w.info.SHA256[:])
+	copy(tr[16:], w.info.Sum[:])
 	if _, err := w.dst.Write(tr[:]); err != nil {
 		w.err = fmt.Errorf("write object trailer: %w", err)
 		return w.err
@@ -265,16 +318,17 @@ func Encode(dst io.Writer, src io.Reader, opts Options) (Info, error) {
 // Reader decodes one object. Read returns io.EOF only after the trailer has
 // been checked against the decoded bytes; any disagreement is ErrCorrupt.
 type Reader struct {
-	src    *holdback.Reader
-	codec  Codec
-	body   io.Reader
-	closer func()
-	sum    summer
-	size   int64
-	info   Info
-	done   bool
-	err    error
-	limit  int64 // see SetLimit; 0: none
+	src      *holdback.Reader
+	codec    Codec
+	body     io.Reader
+	closer   func()
+	checksum Checksum // from the header
+	sum      summer
+	size     int64
+	info     Info
+	done     bool
+	err      error
+	limit    int64 // see SetLimit; 0: none
 }
 
 // ReadOptions tune decoding; the zero value is what NewReader does.
@@ -309,10 +363,17 @@ func NewReaderOptions(src io.Reader, opts ReadOptions) (*Reader, error) {
 	if !bytes.Equal(hdr[:4], headerMagic[:]) {
 		return nil, fmt.Errorf("%w: not a pitr object (bad magic %q)", ErrCorrupt, hdr[:4])
 	}
-	if hdr[4] != version {
-		return nil, fmt.Errorf("%w: object format version %d (this pitr reads version %d; upgrade pitr)", ErrUnsupported, hdr[4], version)
+	if hdr[4] != versionSHA256 && hdr[4] != versionAnyChecksum {
+		return nil, fmt.Errorf("%w: object format version %d (this pitr reads versions %d and %d; upgrade pitr)", ErrUnsupported, hdr[4], versionSHA256, versionAnyChecksum)
 	}
-	r := &Reader{src: holdback.New(src, trailerSize, 256<<10), codec: Codec(hdr[5])}
+	checksum := SHA256
+	if hdr[4] == versionAnyChecksum {
+		var ok bool
+		if checksum, ok = checksumByID(hdr[6]); !ok {
+			return nil, fmt.Errorf("%w: checksum id %d (upgrade pitr)", ErrUnsupported, hdr[6])
+		}
+	}
+	r := &Reader{src: holdback.New(src, trailerSize, 256<<10), codec: Codec(hdr[5]), checksum: checksum}
 	switch r.codec {
 	case None:
 		r.body = r.src
@@ -331,7 +392,7 @@ func NewReaderOptions(src io.Reader, opts ReadOptions) (*Reader, error) {
 	default:
 		return nil, fmt.Errorf("%w: unknown codec id %d in header", ErrCorrupt, hdr[5])
 	}
-	r.sum = newSummer(opts.HashAside)
+	r.sum = newSummer(checksum, opts.HashAside)
 	return r, nil
 }
 
@@ -390,16 +451,19 @@ func (r *Reader) verify() error {
 	if !ok || !bytes.Equal(tr[:4], trailerMagic[:]) {
 		return fmt.Errorf("%w: missing or damaged trailer (object truncated?)", ErrCorrupt)
 	}
-	var want Info
-	want.Size = int64(binary.BigEndian.Uint64(tr[8:16]))
-	copy(want.SHA256[:], tr[16:])
-	r.info.Size = r.size
-	r.info.SHA256 = r.sum.Sum()
+	want, err := ParseTrailer(tr)
+	if err != nil {
+		return err
+	}
+	if want.Checksum != r.checksum {
+		return fmt.Errorf("%w: the trailer records a %s checksum, the header %s", ErrCorrupt, want.Checksum, r.checksum)
+	}
+	r.info = Info{Size: r.size, Checksum: r.checksum, Sum: r.sum.Sum()}
 	if r.info.Size != want.Size {
 		return fmt.Errorf("%w: decoded %d bytes, trailer records %d", ErrCorrupt, r.info.Size, want.Size)
 	}
-	if r.info.SHA256 != want.SHA256 {
-		return fmt.Errorf("%w: sha256 of decoded bytes %x does not match recorded %x", ErrCorrupt, r.info.SHA256[:8], want.SHA256[:8])
+	if r.info.Sum != want.Sum {
+		return fmt.Errorf("%w: %s of decoded bytes %x does not match recorded %x", ErrCorrupt, r.checksum, r.info.Sum[:8], want.Sum[:8])
 	}
 	return nil
 }

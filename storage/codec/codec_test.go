@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"encoding/binary"
 	"errors"
 	"io"
 	"math/rand/v2"
@@ -36,7 +37,7 @@ func encode(t *testing.T, data []byte, c Codec) []byte {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if info.Size != int64(len(data)) || info.SHA256 != sha256.Sum256(data) {
+	if info != wantInfo(data, XXH3) {
 		t.Fatalf("writer info %v does not describe the input", info)
 	}
 	return buf.Bytes()
@@ -73,7 +74,7 @@ func TestRoundTrip(t *testing.T) {
 					if !bytes.Equal(got, data) {
 						t.Fatalf("%v n=%d %s: decoded bytes differ", c, n, name)
 					}
-					if info.Size != int64(n) || info.SHA256 != sha256.Sum256(data) {
+					if info != wantInfo(data, XXH3) {
 						t.Fatalf("%v n=%d: reader info %v", c, n, info)
 					}
 				}
@@ -121,9 +122,54 @@ func TestCorruptionIsDetected(t *testing.T) {
 }
 
 func TestNewerVersionIsUnsupportedNotCorrupt(t *testing.T) {
-	obj := withByte(encode(t, sample(100, false), Zstd), 4, version+1)
+	obj := withByte(encode(t, sample(100, false), Zstd), 4, versionAnyChecksum+1)
 	if _, _, err := decode(obj, nil); !errors.Is(err, ErrUnsupported) || errors.Is(err, ErrCorrupt) {
 		t.Fatalf("got %v, want ErrUnsupported", err)
+	}
+	// A checksum this pitr does not know, in header and trailer alike.
+	obj = encode(t, sample(100, false), Zstd)
+	obj = withByte(withByte(obj, 6, 9), len(obj)-trailerSize+4, 9)
+	if _, _, err := decode(obj, nil); !errors.Is(err, ErrUnsupported) || errors.Is(err, ErrCorrupt) {
+		t.Fatalf("unknown checksum id: got %v, want ErrUnsupported", err)
+	}
+	if _, err := ParseTrailer(obj[len(obj)-trailerSize:]); !errors.Is(err, ErrUnsupported) {
+		t.Fatalf("ParseTrailer of an unknown checksum id: %v, want ErrUnsupported", err)
+	}
+}
+
+// Contract: repositories written before format version 2 stay readable. The
+// object is built by hand as version 1 defined it, not by the encoder.
+func TestVersion1ObjectReads(t *testing.T) {
+	data := []byte("a WAL file from an older pitr")
+	obj := append([]byte("PITR\x01\x00\x00\x00"), data...)
+	var tr [trailerSize]byte
+	copy(tr[:], "PTRL")
+	binary.BigEndian.PutUint64(tr[8:16], uint64(len(data)))
+	sum := sha256.Sum256(data)
+	copy(tr[16:], sum[:])
+	obj = append(obj, tr[:]...)
+	got, info, err := decode(obj, nil)
+	if err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("version 1 object: %q, %v", got, err)
+	}
+	if info != wantInfo(data, SHA256) {
+		t.Fatalf("version 1 object: info %v", info)
+	}
+	if _, _, err := decode(flip(obj, headerSize+3), nil); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("damaged version 1 object: %v, want ErrCorrupt", err)
+	}
+	// And SHA-256 objects (encrypted repositories) are still written as
+	// version 1, so an older pitr reads them.
+	if v := encodeSHA256(t, data, None)[4]; v != versionSHA256 {
+		t.Fatalf("a SHA-256 object says version %d", v)
+	}
+}
+
+// The checksum is named twice (header, trailer); a disagreement is damage.
+func TestChecksumIDMismatchIsCorrupt(t *testing.T) {
+	obj := encode(t, sample(1000, true), Zstd)
+	if _, _, err := decode(withByte(obj, len(obj)-trailerSize+4, 0), nil); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("trailer says SHA-256, header XXH3: %v, want ErrCorrupt", err)
 	}
 }
 
@@ -296,7 +342,7 @@ func TestEveryLevelAndConcurrencyRoundTrips(t *testing.T) {
 					t.Fatal(err)
 				}
 				got, info, err := decode(buf.Bytes(), nil)
-				if err != nil || !bytes.Equal(got, data) || info.SHA256 != sha256.Sum256(data) {
+				if err != nil || !bytes.Equal(got, data) || info != wantInfo(data, XXH3) {
 					t.Fatalf("level %d concurrency %d compressible=%v: round trip failed: %v", level, conc, compressible, err)
 				}
 				if compressible && buf.Len() > len(data)/3 {

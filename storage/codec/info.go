@@ -17,7 +17,7 @@ const (
 
 // IsObjectHeader reports whether b starts like an object in this format.
 func IsObjectHeader(b []byte) bool {
-	return len(b) >= headerSize && bytes.Equal(b[:4], headerMagic[:]) && b[4] == version
+	return len(b) >= headerSize && bytes.Equal(b[:4], headerMagic[:]) && (b[4] == versionSHA256 || b[4] == versionAnyChecksum)
 }
 
 // ParseTrailer returns the Info a trailer records, or ErrCorrupt if b is
@@ -26,9 +26,12 @@ func ParseTrailer(b []byte) (Info, error) {
 	if len(b) != trailerSize || !bytes.Equal(b[:4], trailerMagic[:]) {
 		return Info{}, fmt.Errorf("%w: missing or damaged trailer", ErrCorrupt)
 	}
-	var info Info
-	info.Size = int64(binary.BigEndian.Uint64(b[8:16]))
-	copy(info.SHA256[:], b[16:])
+	checksum, ok := checksumByID(b[4])
+	if !ok {
+		return Info{}, fmt.Errorf("%w: checksum id %d (upgrade pitr)", ErrUnsupported, b[4])
+	}
+	info := Info{Size: int64(binary.BigEndian.Uint64(b[8:16])), Checksum: checksum}
+	copy(info.Sum[:], b[16:])
 	return info, nil
 }
 

@@ -17,7 +17,7 @@ import (
 func bombObject(n int64, windowLog uint) []byte {
 	var b bytes.Buffer
 	b.Write(headerMagic[:])
-	b.Write([]byte{version, byte(Zstd), 0, 0})
+	b.Write([]byte{versionSHA256, byte(Zstd), 0, 0})
 	binary.Write(&b, binary.LittleEndian, uint32(0xFD2FB528)) // zstd frame magic
 	b.WriteByte(0)                                            // no content size, no checksum, not single-segment
 	b.WriteByte(byte(windowLog-10) << 3)                      // window descriptor, no mantissa

@@ -6,11 +6,8 @@ package main
 // gain. Nothing here is part of the comparison tables.
 
 import (
-	"archive/tar"
 	"bufio"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -22,7 +19,6 @@ import (
 	"runtime/pprof"
 	"sort"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
@@ -131,7 +127,7 @@ func (b *bench) profile(ctx context.Context, w io.Writer, dir string, bk *backup
 	}); err != nil {
 		return err
 	}
-	if _, err := run("codec.Open → io.Discard (decode + SHA-256, no files)", func() error {
+	if _, err := run("codec.Open → io.Discard (decode + checksum, no files)", func() error {
 		obj, err := codec.Open(ctx, st, key)
 		if err != nil {
 			return err
@@ -151,14 +147,6 @@ func (b *bench) profile(ctx context.Context, w io.Writer, dir string, bk *backup
 		return fmt.Errorf("basebackup.Extract: %w", err)
 	}
 	fmt.Fprintf(w, "  %-66s %s\n", "basebackup.Extract as pitr restore runs it (profiled)", t)
-	if err := os.RemoveAll(target); err != nil {
-		return err
-	}
-	if _, err := run("what-if: decode+SHA-256 off the writer's goroutine, fsync at the end", func() error {
-		return pipelinedExtract(ctx, st, key, base.SHA256, target)
-	}); err != nil {
-		return err
-	}
 	if err := os.RemoveAll(target); err != nil {
 		return err
 	}
@@ -191,7 +179,7 @@ func (b *bench) profile(ctx context.Context, w io.Writer, dir string, bk *backup
 	}
 	walKey := func(n string) string { k, _ := repo.WALKey(id, n); return k }
 	syscall.Sync()
-	if err := perSeg("decode + SHA-256 only", func(n, _ string) error {
+	if err := perSeg("decode + checksum only", func(n, _ string) error {
 		obj, err := codec.Open(ctx, st, walKey(n))
 		if err != nil {
 			return err
@@ -202,7 +190,7 @@ func (b *bench) profile(ctx context.Context, w io.Writer, dir string, bk *backup
 	}); err != nil {
 		return err
 	}
-	if err := perSeg("decode + SHA-256 + write + rename, no fsync", func(n, dest string) error {
+	if err := perSeg("decode + checksum + write + rename, no fsync", func(n, dest string) error {
 		obj, err := codec.Open(ctx, st, walKey(n))
 		if err != nil {
 			return err
@@ -323,157 +311,6 @@ func objectBody(raw io.Reader, size int64) (io.Reader, error) {
 		return nil, errors.New("not a zstd pitr object")
 	}
 	return bufio.NewReaderSize(io.LimitReader(raw, size-8-48), 1<<20), nil
-}
-
-// pipelinedExtract is what Extract could be: the zstd decoder decodes ahead
-// on its own goroutines, SHA-256 runs on another goroutine over the decoded
-// bytes, the writer never waits for a disk flush (files are fsynced at the
-// end, four at a time), and the checksum is still compared before success.
-func pipelinedExtract(ctx context.Context, st storage.Store, key, wantSHA, dir string) error {
-	info, err := st.Stat(ctx, key)
-	if err != nil {
-		return err
-	}
-	raw, err := st.Open(ctx, key, 0)
-	if err != nil {
-		return err
-	}
-	defer raw.Close()
-	body, err := objectBody(raw, info.Size)
-	if err != nil {
-		return err
-	}
-	dec, err := zstd.NewReader(body, zstd.WithDecoderConcurrency(2), zstd.WithDecoderMaxWindow(64<<20))
-	if err != nil {
-		return err
-	}
-	defer dec.Close()
-
-	hashed := make(chan []byte, 16)
-	pool := sync.Pool{New: func() any { return make([]byte, 0, 1<<20) }}
-	sumDone := make(chan string, 1)
-	go func() {
-		h := sha256.New()
-		for b := range hashed {
-			h.Write(b)
-			pool.Put(b[:0]) //nolint:staticcheck // slices in a pool, fine for a benchmark
-		}
-		sumDone <- hex.EncodeToString(h.Sum(nil))
-	}()
-	tee := readerFunc(func(p []byte) (int, error) {
-		n, err := dec.Read(p)
-		if n > 0 {
-			b := pool.Get().([]byte)
-			hashed <- append(b, p[:n]...)
-		}
-		return n, err
-	})
-	if err := os.Mkdir(dir, 0o700); err != nil {
-		return err
-	}
-	var files, dirs []string
-	dirs = append(dirs, dir)
-	tr := tar.NewReader(tee)
-	buf := make([]byte, 1<<20)
-	for {
-		hdr, err := tr.Next()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			close(hashed)
-			return err
-		}
-		p := filepath.Join(dir, filepath.FromSlash(strings.TrimSuffix(strings.TrimPrefix(hdr.Name, "./"), "/")))
-		switch hdr.Typeflag {
-		case tar.TypeDir:
-			if p != dir {
-				if err := os.MkdirAll(p, 0o700); err != nil {
-					close(hashed)
-					return err
-				}
-				dirs = append(dirs, p)
-			}
-		case tar.TypeReg:
-			if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
-				close(hashed)
-				return err
-			}
-			f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-			if err != nil {
-				close(hashed)
-				return err
-			}
-			_, err = io.CopyBuffer(struct{ io.Writer }{f}, tr, buf)
-			if cerr := f.Close(); err == nil {
-				err = cerr
-			}
-			if err != nil {
-				close(hashed)
-				return err
-			}
-			files = append(files, p)
-		}
-	}
-	if _, err := io.Copy(io.Discard, tee); err != nil { // the rest of the stream, for the checksum
-		close(hashed)
-		return err
-	}
-	close(hashed)
-	if got := <-sumDone; got != wantSHA {
-		return fmt.Errorf("sha256 %s, backup.json says %s", got, wantSHA)
-	}
-	// Biggest first, so the four syncers finish together.
-	sort.Slice(files, func(i, j int) bool { return fileSize(files[i]) > fileSize(files[j]) })
-	work := make(chan string)
-	errs := make(chan error, 4)
-	var wg sync.WaitGroup
-	for i := 0; i < 4; i++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for p := range work {
-				if err := syncPath(p); err != nil {
-					select {
-					case errs <- err:
-					default:
-					}
-				}
-			}
-		}()
-	}
-	for _, p := range append(files, dirs...) {
-		work <- p
-	}
-	close(work)
-	wg.Wait()
-	select {
-	case err := <-errs:
-		return err
-	default:
-		return nil
-	}
-}
-
-type readerFunc func([]byte) (int, error)
-
-func (f readerFunc) Read(p []byte) (int, error) { return f(p) }
-
-func fileSize(p string) int64 {
-	fi, err := os.Stat(p)
-	if err != nil {
-		return 0
-	}
-	return fi.Size()
-}
-
-func syncPath(p string) error {
-	f, err := os.Open(p)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	return f.Sync()
 }
 
 // walAfter lists the archived segments from the backup's start on its

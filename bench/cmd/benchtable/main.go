@@ -649,15 +649,15 @@ func (b *bench) storedWAL(name string, tg target, t tool) (int64, error) {
 
 // limit is what the machine allows for archiving a backlog.
 type limit struct {
-	zstdPerCore float64 // MB/s of WAL, one core, pitr's codec (zstd and SHA-256)
+	zstdPerCore float64 // MB/s of WAL, one core, pitr's codec (zstd and checksum)
 	cores       int
 	disk        float64 // MB/s, sequential write + fsync
 }
 
 func (l limit) String() string {
 	cpu := l.zstdPerCore * float64(l.cores)
-	return fmt.Sprintf("machine limit for backlog drain: pitr's codec (%s, SHA-256) %.0f MB/s per core × %d cores = %.0f MB/s; disk write+fsync %.0f MB/s; so about %.0f MB/s",
-		codec.Encoder, l.zstdPerCore, l.cores, cpu, l.disk, min(cpu, l.disk))
+	return fmt.Sprintf("machine limit for backlog drain: pitr's codec (%s, %s) %.0f MB/s per core × %d cores = %.0f MB/s; disk write+fsync %.0f MB/s; so about %.0f MB/s",
+		codec.Encoder, codec.XXH3, l.zstdPerCore, l.cores, cpu, l.disk, min(cpu, l.disk))
 }
 
 func (b *bench) machineLimit() limit {
