@@ -130,9 +130,9 @@ func (r *readAhead) wait() { <-r.done }
 // back (sync_file_range, which does not wait) and closes it; the fsyncs
 // come at the end, biggest file first on a few workers, when most of the
 // data is already on disk. Measured on the benchmark's scale-50 backup,
-// fsyncing each file as soon as it was written made extraction about
-// twice as slow: every fsync forced a journal commit while the next files
-// were being written. PostgreSQL syncs a data directory the same way
+// fsyncing each file as soon as it was written took 1.30-1.56 s against
+// 1.20-1.31 s (and 1.65 s without the write-back hint): every fsync forced
+// a journal commit while the next files were being written. PostgreSQL syncs a data directory the same way
 // (pre_sync_fname, then fsync). A failed fsync is the restore's failure,
 // reported by wait.
 type syncer struct {
@@ -217,10 +217,10 @@ func (s *syncer) wait() {
 // fsyncPath is syncFile; tests replace it to see what is synced when.
 var fsyncPath = syncFile
 
-// syncFile fsyncs the file at path through a new descriptor. Linux reports
-// a write-back error that no descriptor has seen yet to the next fsync, on
-// any descriptor (since 4.13), which is what PostgreSQL's own
-// fsync-by-name relies on too.
+// syncFile fsyncs the file at path through a new descriptor. Linux (since
+// 4.16) reports a write-back error that no descriptor has seen yet to the
+// next fsync on any descriptor, which PostgreSQL's own fsync-by-name
+// relies on too.
 func syncFile(path string) error {
 	f, err := os.Open(path)
 	if err != nil {

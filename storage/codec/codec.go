@@ -83,7 +83,7 @@ const (
 	headerSize  = 8
 	trailerSize = 48
 	// versionSHA256 objects carry a SHA-256; versionAnyChecksum ones name
-	// their checksum in the trailer.
+	// their checksum in the header and the trailer.
 	versionSHA256      = 1
 	versionAnyChecksum = 2
 )
@@ -173,6 +173,9 @@ type Writer struct {
 // bytes. Close must be called to write the trailer; an object without its
 // trailer is rejected by every reader.
 func NewWriter(dst io.Writer, opts Options) (*Writer, error) {
+	if opts.Checksum != SHA256 && opts.Checksum != XXH3 {
+		return nil, fmt.Errorf("encode: unsupported checksum %v", opts.Checksum)
+	}
 	hdr := [headerSize]byte{}
 	copy(hdr[:4], headerMagic[:])
 	hdr[4] = versionAnyChecksum
@@ -183,9 +186,6 @@ func NewWriter(dst io.Writer, opts Options) (*Writer, error) {
 	hdr[6] = opts.Checksum.id()
 	if _, err := dst.Write(hdr[:]); err != nil {
 		return nil, fmt.Errorf("write object header: %w", err)
-	}
-	if opts.Checksum != SHA256 && opts.Checksum != XXH3 {
-		return nil, fmt.Errorf("encode: unsupported checksum %v", opts.Checksum)
 	}
 	w := &Writer{dst: dst, info: Info{Checksum: opts.Checksum}}
 	switch opts.Codec {
@@ -452,6 +452,11 @@ func (r *Reader) verify() error {
 		return fmt.Errorf("%w: missing or damaged trailer (object truncated?)", ErrCorrupt)
 	}
 	want, err := ParseTrailer(tr)
+	if errors.Is(err, ErrUnsupported) {
+		// The header named a checksum this pitr knows; a trailer naming
+		// another is damage, not a newer format.
+		return fmt.Errorf("%w: the trailer names checksum id %d, the header %s", ErrCorrupt, tr[4], r.checksum)
+	}
 	if err != nil {
 		return err
 	}

@@ -171,6 +171,12 @@ func TestChecksumIDMismatchIsCorrupt(t *testing.T) {
 	if _, _, err := decode(withByte(obj, len(obj)-trailerSize+4, 0), nil); !errors.Is(err, ErrCorrupt) {
 		t.Fatalf("trailer says SHA-256, header XXH3: %v, want ErrCorrupt", err)
 	}
+	if _, _, err := decode(flip(obj, len(obj)-trailerSize+4), nil); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("flipped checksum id in the trailer: %v, want ErrCorrupt", err)
+	}
+	if _, err := NewWriter(io.Discard, Options{Checksum: 7}); err == nil {
+		t.Fatal("NewWriter accepted checksum 7")
+	}
 }
 
 func flip(b []byte, i int) []byte {
