@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/pitr-dev/pitr/archive/wal"
+	"github.com/pitr-dev/pitr/internal/writeback"
 	"github.com/pitr-dev/pitr/repo"
 	"github.com/pitr-dev/pitr/storage"
 	"github.com/pitr-dev/pitr/storage/codec"
@@ -130,7 +131,7 @@ func writeVerified(dest string, src io.Reader, check func(*os.File, int64) error
 	// A 1 MiB buffer instead of io.Copy's 32 KiB: 16 writes per 16 MiB
 	// segment instead of 512. Hiding ReadFrom keeps os.File from picking
 	// its own small buffer.
-	n, err := io.CopyBuffer(struct{ io.Writer }{f}, src, make([]byte, 1<<20))
+	n, err := io.CopyBuffer(writeback.NewWriter(f), src, make([]byte, 1<<20))
 	if err != nil {
 		return n, err
 	}

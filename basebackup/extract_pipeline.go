@@ -7,6 +7,8 @@ import (
 	"os"
 	"sort"
 	"sync"
+
+	"github.com/pitr-dev/pitr/internal/writeback"
 )
 
 // The restore pipeline of one tar part, each stage on its own goroutine so
@@ -164,7 +166,7 @@ func (s *syncer) work() {
 		fi, err := f.Stat()
 		if err == nil {
 			size = fi.Size()
-			startWriteback(f)
+			writeback.Start(f, 0, 0)
 		}
 		if cerr := f.Close(); err == nil {
 			err = cerr

@@ -17,6 +17,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/pitr-dev/pitr/internal/writeback"
 	"github.com/pitr-dev/pitr/storage"
 )
 
@@ -97,7 +98,7 @@ func (s *Store) Put(ctx context.Context, key string, r io.Reader) (err error) {
 	if err := f.Chmod(FilePerm); err != nil {
 		return fmt.Errorf("fs put %s: %w", key, writeErr(err))
 	}
-	if _, err := io.Copy(f, ctxReader{ctx: ctx, r: r}); err != nil {
+	if _, err := io.CopyBuffer(writeback.NewWriter(f), ctxReader{ctx: ctx, r: r}, make([]byte, 256<<10)); err != nil {
 		return fmt.Errorf("fs put %s: %w", key, writeErr(err))
 	}
 	if err := f.Sync(); err != nil {

@@ -535,9 +535,13 @@ func (b *bench) finishCalls(calls []*call, m *measurement) error {
 
 // measureFetch fetches every segment, as restore_command in recovery:
 // from a scratch data directory with recovery.signal, into
-// pg_wal/RECOVERYXLOG, one call at a time, each result compared with the
-// original and then removed (the server reads and discards it). The
-// repository is the one the "push" row of the same run filled.
+// pg_wal/RECOVERYXLOG, one call at a time. After each call it does what the
+// startup process does before replaying the file (KeepFileRestoredFromArchive:
+// durable_rename to pg_wal/<name>, which fsyncs the file and pg_wal), timed
+// as part of the call since recovery waits for it too; so a tool that
+// leaves its output unsynced pays for the flush here, as it would under
+// PostgreSQL. The result is then compared with the original and removed.
+// The repository is the one the "push" row of the same run filled.
 func (b *bench) measureFetch(row string, tg target, t tool, run int) (measurement, error) {
 	src := slot("push", tg, t, run)
 	name := slot(row, tg, t, run)
@@ -580,11 +584,16 @@ func (b *bench) measureFetch(row string, tg target, t tool, run int) (measuremen
 		if c.status != 0 {
 			return m, fmt.Errorf("fetch %s: exit status %d: %s", s, c.status, c.out.String())
 		}
-		m.wall += c.wall
-		if err := sameFile(filepath.Join(dir, dest), b.c.Path(s)); err != nil {
+		kept := filepath.Join(dir, "pg_wal", s)
+		t0 := time.Now()
+		if err := durableRename(filepath.Join(dir, dest), kept); err != nil {
+			return m, fmt.Errorf("fetch %s: keep it as PostgreSQL does: %w", s, err)
+		}
+		m.wall += c.wall + time.Since(t0)
+		if err := sameFile(kept, b.c.Path(s)); err != nil {
 			return m, fmt.Errorf("fetch %s: %w", s, err)
 		}
-		if err := os.Remove(filepath.Join(dir, dest)); err != nil {
+		if err := os.Remove(kept); err != nil {
 			return m, err
 		}
 	}
@@ -596,6 +605,31 @@ func (b *bench) measureFetch(row string, tg target, t tool, run int) (measuremen
 		return m, err
 	}
 	return m, os.RemoveAll(dir)
+}
+
+// durableRename is PostgreSQL's durable_rename: fsync the file, rename it,
+// fsync the directory.
+func durableRename(from, to string) error {
+	f, err := os.OpenFile(from, os.O_RDWR, 0)
+	if err != nil {
+		return err
+	}
+	err = f.Sync()
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	if err := os.Rename(from, to); err != nil {
+		return err
+	}
+	d, err := os.Open(filepath.Dir(to))
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
 }
 
 func sameFile(a, b string) error {
