@@ -46,8 +46,8 @@ const Encoder = "libzstd (system library)"
 // zstdParams are what a pitr level means to libzstd.
 type zstdParams struct {
 	level int
-	// Overrides of the level's defaults; 0 keeps the level's own.
-	hashLog, chainLog, minMatch int
+	// Overrides of the level's table sizes (log2); 0 keeps the level's own.
+	hashLog, chainLog int
 }
 
 // libzstdParams maps pitr's levels to zstd settings. Level 2, the default,
@@ -80,30 +80,23 @@ func newCCtx(p zstdParams) (*cctx, error) {
 		return nil, errors.New("zstd: cannot allocate a compression context")
 	}
 	x := &cctx{c: c}
-	set := func(param C.ZSTD_cParameter, v int) error {
-		if v == 0 && param != C.ZSTD_c_compressionLevel {
-			return nil
-		}
-		if r := C.ZSTD_CCtx_setParameter(c, param, C.int(v)); C.ZSTD_isError(r) != 0 {
-			return fmt.Errorf("zstd: set parameter %d to %d: %s", int(param), v, C.GoString(C.ZSTD_getErrorName(r)))
-		}
-		return nil
-	}
-	// The level first: setting it resets the parameters it implies.
-	for _, s := range []struct {
+	// The level first: setting it resets the parameters it implies. A 0
+	// keeps libzstd's own. No frame checksum is asked for (libzstd's
+	// default): the object's trailer checks the same bytes.
+	for _, s := range [...]struct {
 		param C.ZSTD_cParameter
 		v     int
 	}{
 		{C.ZSTD_c_compressionLevel, p.level},
 		{C.ZSTD_c_hashLog, p.hashLog},
 		{C.ZSTD_c_chainLog, p.chainLog},
-		{C.ZSTD_c_minMatch, p.minMatch},
-		// No frame checksum: the object's trailer checks the same bytes.
-		{C.ZSTD_c_checksumFlag, 0},
 	} {
-		if err := set(s.param, s.v); err != nil {
+		if s.v == 0 {
+			continue
+		}
+		if r := C.ZSTD_CCtx_setParameter(c, s.param, C.int(s.v)); C.ZSTD_isError(r) != 0 {
 			x.free()
-			return nil, err
+			return nil, fmt.Errorf("zstd: set parameter %d to %d: %s", int(s.param), s.v, C.GoString(C.ZSTD_getErrorName(r)))
 		}
 	}
 	return x, nil
@@ -183,7 +176,6 @@ func (b *libzstdBody) step(p []byte, end bool) error {
 		// Done when the input is consumed and, at the end, the frame is
 		// flushed completely (r is what is left to flush).
 		if int(srcPos) == len(p) && (!end || r == 0) {
-			runtime.KeepAlive(p)
 			return nil
 		}
 	}
