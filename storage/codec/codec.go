@@ -299,6 +299,37 @@ type nopCloser struct{ io.Writer }
 
 func (nopCloser) Close() error { return nil }
 
+// wholeEncoder is a zstdBody that can encode an input it is given whole in
+// one call, faster than streaming it (libzstd's, see writeAll).
+type wholeEncoder interface {
+	writeAll(p []byte) error
+}
+
+// EncodeBytes writes p as one complete object to dst, like Encode of a
+// reader of p, but in one pass when the encoder can take a whole input.
+func EncodeBytes(dst io.Writer, p []byte, opts Options) (Info, error) {
+	w, err := NewWriter(dst, opts)
+	if err != nil {
+		return Info{}, err
+	}
+	if whole, ok := w.body.(wholeEncoder); ok {
+		if err := whole.writeAll(p); err != nil {
+			w.err = err
+			w.abort()
+			return Info{}, err
+		}
+		w.sum.Write(p)
+		w.size = int64(len(p))
+	} else if _, err := w.Write(p); err != nil {
+		w.abort()
+		return Info{}, err
+	}
+	if err := w.Close(); err != nil {
+		return Info{}, err
+	}
+	return w.Info(), nil
+}
+
 // Encode writes src as one complete object to dst.
 func Encode(dst io.Writer, src io.Reader, opts Options) (Info, error) {
 	w, err := NewWriter(dst, opts)

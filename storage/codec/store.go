@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"sync"
 
 	"github.com/pitr-dev/pitr/storage"
 )
@@ -18,6 +19,47 @@ const bufferLimit = 64 << 20
 type Stored struct {
 	Info             // the original bytes
 	StoredSize int64 // bytes in the repository
+}
+
+// PutBytes encodes p as one object, in one pass (EncodeBytes), and stores it
+// under key. The encoded bytes collect in a buffer that is reused by later
+// calls: a background archiver puts one segment after another, and a fresh
+// buffer each time would be a fresh 16 MiB for the runtime to zero.
+func PutBytes(ctx context.Context, st storage.Store, key string, p []byte, opts Options) (Stored, error) {
+	bp, _ := encodedBuffers.Get().(*[]byte)
+	if bp == nil {
+		bp = new([]byte)
+	}
+	defer encodedBuffers.Put(bp)
+	if n := encodedBound(len(p)); cap(*bp) < n {
+		// make, not bytes.Buffer.Grow: Grow zeroes all of it, touching
+		// every page, while fresh memory from make is only touched where
+		// the encoder writes.
+		*bp = make([]byte, 0, n)
+	}
+	buf := bytes.NewBuffer((*bp)[:0])
+	info, err := EncodeBytes(buf, p, opts)
+	*bp = buf.Bytes()[:0] // keep what Grow allocated for the next call
+	if err != nil {
+		return Stored{}, fmt.Errorf("encode %s: %w", key, err)
+	}
+	if err := st.Put(ctx, key, bytes.NewReader(buf.Bytes())); err != nil {
+		return Stored{}, err
+	}
+	return Stored{Info: info, StoredSize: int64(buf.Len())}, nil
+}
+
+var encodedBuffers sync.Pool
+
+// encodedBound is the most bytes an object of n original bytes can take:
+// header, trailer and zstd's worst case (ZSTD_COMPRESSBOUND), which is more
+// than the codec none's n.
+func encodedBound(n int) int {
+	bound := n + n>>8
+	if n < 128<<10 {
+		bound += (128<<10 - n) >> 11
+	}
+	return headerSize + bound + trailerSize
 }
 
 // Put encodes src as one object and stores it under key. sizeHint is the
