@@ -59,9 +59,6 @@ type config struct {
 }
 
 func main() {
-	if len(os.Args) > 3 && os.Args[1] == "-reap" && os.Args[3] == "--" {
-		os.Exit(reapMain(os.Args[2], os.Args[4:]))
-	}
 	var cfg config
 	flag.StringVar(&cfg.cacheDir, "cache", "", "corpus cache directory (default $PITR_BENCH_CACHE or bench/.cache)")
 	flag.IntVar(&cfg.runs, "runs", 3, "repeat every measurement this many times; the table shows the median")
@@ -118,7 +115,7 @@ type bench struct {
 	u          runas.User
 	binDir     string
 	pgbackrest string
-	self       string // this program, where the cluster user can run it
+	reaper     string // benchreap, where the cluster user can run it
 	work       string
 	scratch    string
 	pitrBin    string
@@ -190,7 +187,7 @@ func run(ctx context.Context, cfg config) error {
 			return err
 		}
 	}
-	if b.self, err = copySelf(b.work); err != nil {
+	if b.reaper, err = benchkit.BuildReaper(ctx, b.work); err != nil {
 		return err
 	}
 	if b.pitrBin, _, err = benchkit.BuildPitr(ctx, cfg.pitrBin, b.work, logf); err != nil {
@@ -270,19 +267,6 @@ func run(ctx context.Context, cfg config) error {
 	})
 	b.print(os.Stdout, rows, targets, results, extra, limit)
 	return nil
-}
-
-func copySelf(dir string) (string, error) {
-	exe, err := os.Executable()
-	if err != nil {
-		return "", err
-	}
-	data, err := os.ReadFile(exe)
-	if err != nil {
-		return "", err
-	}
-	dst := filepath.Join(dir, "benchtable")
-	return dst, os.WriteFile(dst, data, 0o755)
 }
 
 func readAll(p string) error {

@@ -1,22 +1,16 @@
 package main
 
 import (
+	"context"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"testing"
 	"time"
 
+	"github.com/pitr-dev/pitr/bench/internal/benchkit"
 	"github.com/pitr-dev/pitr/bench/internal/runas"
 )
-
-// The test binary doubles as the reaper, as benchtable does.
-func TestMain(m *testing.M) {
-	if len(os.Args) > 3 && os.Args[1] == "-reap" && os.Args[3] == "--" {
-		os.Exit(reapMain(os.Args[2], os.Args[4:]))
-	}
-	os.Exit(m.Run())
-}
 
 // The reaper reports the command's exit as soon as it happens, while a
 // process the command left behind is still running, and reports the CPU
@@ -28,12 +22,16 @@ func TestReaperWaitsForOrphans(t *testing.T) {
 		t.Skipf("%s: %v", runas.GNUTime, err)
 	}
 	dir := t.TempDir()
+	reaper, err := benchkit.BuildReaper(context.Background(), dir)
+	if err != nil {
+		t.Fatal(err)
+	}
 	goOn, ended := filepath.Join(dir, "go-on"), filepath.Join(dir, "ended")
 	// The orphan lets go of the output pipe, or waiting for the reaper
 	// (which waits for the pipe) would outlast the orphan anyway.
 	script := `(while [ ! -e "$1" ]; do sleep 0.01; done; i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done; touch "$2") >/dev/null 2>&1 & exit 3`
 	argv := []string{"/bin/sh", "-c", script, "sh", goOn, ended}
-	cmd := exec.Command(os.Args[0], append([]string{"-reap", filepath.Join(dir, "rss"), "--"}, argv...)...)
+	cmd := exec.Command(reaper, append([]string{runas.GNUTime, filepath.Join(dir, "rss"), "--"}, argv...)...)
 	c, err := launch(cmd, argv)
 	if err != nil {
 		t.Fatal(err)

@@ -91,6 +91,22 @@ func ModuleRoot(ctx context.Context) (string, error) {
 	return filepath.Dir(gomod), nil
 }
 
+// BuildReaper builds benchreap, the wrapper benchtable runs every measured
+// command under, into dir and returns its path.
+func BuildReaper(ctx context.Context, dir string) (string, error) {
+	dst := filepath.Join(dir, "benchreap")
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", dst, "./bench/cmd/benchreap")
+	root, err := ModuleRoot(ctx)
+	if err != nil {
+		return "", err
+	}
+	cmd.Dir = root
+	if _, err := runas.Run(cmd); err != nil {
+		return "", err
+	}
+	return dst, os.Chmod(dst, 0o755)
+}
+
 // Load measures how busy the machine was over an interval: Start, then
 // Stop, with the CPU the measured processes used added in between.
 type Load struct {
