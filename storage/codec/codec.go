@@ -414,7 +414,12 @@ func NewReaderOptions(src io.Reader, opts ReadOptions) (*Reader, error) {
 			zstd.WithDecoderConcurrency(max(opts.Concurrency, 1)),
 			// Bounds memory on hostile input: our encoder never uses a larger window.
 			zstd.WithDecoderMaxWindow(MaxWindow),
-			zstd.WithDecoderMaxMemory(MaxWindow))
+			zstd.WithDecoderMaxMemory(MaxWindow),
+			// The trailer's checksum covers every byte. Without this, the
+			// decoder's concurrent mode hashes all output with XXH64 even
+			// for frames that carry no checksum (ours never do): 7% of a
+			// restore's extraction CPU.
+			zstd.IgnoreChecksum(true))
 		if err != nil {
 			return nil, fmt.Errorf("zstd decoder: %w", err)
 		}

@@ -10,6 +10,7 @@ import (
 	"testing/iotest"
 	"time"
 
+	"github.com/klauspost/compress/zstd"
 	"github.com/zeebo/xxh3"
 )
 
@@ -119,4 +120,54 @@ func wantInfo(data []byte, c Checksum) Info {
 		copy(info.Sum[:], d[:])
 	}
 	return info
+}
+
+// The decoder skips zstd's own frame checksum (the trailer covers the same
+// bytes): damage is still caught with concurrent decoding, and a frame that
+// does carry a zstd checksum still reads.
+func TestConcurrentDecodingDetectsCorruption(t *testing.T) {
+	data := sample(3<<20, true)
+	var buf bytes.Buffer
+	if _, err := Encode(&buf, bytes.NewReader(data), Options{Codec: Zstd}); err != nil {
+		t.Fatal(err)
+	}
+	obj := buf.Bytes()
+	for _, at := range []int{headerSize + 5, headerSize + len(obj)/3, len(obj)/2 + 7, len(obj) - trailerSize - 1, len(obj) - 1} {
+		r, err := NewReaderOptions(bytes.NewReader(flip(obj, at)), ReadOptions{Concurrency: 2})
+		if err == nil {
+			_, err = io.Copy(io.Discard, r)
+			r.Close()
+		}
+		if !errors.Is(err, ErrCorrupt) {
+			t.Errorf("byte %d of %d flipped: got err=%v, want ErrCorrupt", at, len(obj), err)
+		}
+	}
+
+	var withCRC bytes.Buffer
+	withCRC.Write(obj[:headerSize])
+	enc, err := zstd.NewWriter(&withCRC, zstd.WithEncoderCRC(true))
+	if err != nil {
+		t.Fatal(err)
+	}
+	enc.Write(data)
+	if err := enc.Close(); err != nil {
+		t.Fatal(err)
+	}
+	withCRC.Write(obj[len(obj)-trailerSize:])
+	for _, conc := range []int{1, 2} {
+		got, info, err := decodeOptions(withCRC.Bytes(), ReadOptions{Concurrency: conc})
+		if err != nil || !bytes.Equal(got, data) || info != wantInfo(data, XXH3) {
+			t.Fatalf("concurrency %d: a frame with its own checksum did not read back: %v", conc, err)
+		}
+	}
+}
+
+func decodeOptions(obj []byte, opts ReadOptions) ([]byte, Info, error) {
+	r, err := NewReaderOptions(bytes.NewReader(obj), opts)
+	if err != nil {
+		return nil, Info{}, err
+	}
+	defer r.Close()
+	out, err := io.ReadAll(r)
+	return out, r.Info(), err
 }
