@@ -19,8 +19,10 @@ import (
 	"github.com/pitr-dev/pitr/storage"
 )
 
-// backupCodecConcurrency lets zstd compress one block while the next is
-// read from the server: a backup is one long stream, unlike archive-push.
+// backupCodecConcurrency: a backup or dump is one long stream, unlike
+// archive-push, so zstd compresses it in 4 MiB frames on two workers while
+// the next chunk is read from the server (with libzstd; see
+// storage/codec/frames.go).
 const backupCodecConcurrency = 2
 
 func runBackup(ctx context.Context, env *environment, args []string) error {

@@ -124,6 +124,12 @@ type libzstdBody struct {
 }
 
 func newZstdBody(dst io.Writer, opts Options) (zstdBody, error) {
+	if opts.Concurrency > 1 {
+		// Independent frames on our own workers, not libzstd's worker
+		// threads: their job buffers cost about 40 MiB per stream (a
+		// backup to S3 peaked at 123 MiB instead of 77).
+		return newFramesBody(dst, libzstdParams(opts.Level), opts.Concurrency)
+	}
 	ctx, err := newCCtx(libzstdParams(opts.Level))
 	if err != nil {
 		return nil, err
@@ -133,13 +139,6 @@ func newZstdBody(dst io.Writer, opts Options) (zstdBody, error) {
 	// Close or Discard (a panic in a caller) would otherwise hold its
 	// tables for the life of a long-running agent.
 	b.cleanup = runtime.AddCleanup(b, (*cctx).free, ctx)
-	if opts.Concurrency > 1 {
-		// Not libzstd's own worker threads: their job buffers cost about
-		// 40 MiB per stream (a backup to S3 peaked at 123 MiB instead of
-		// 77), while one encoding goroutine beside the caller was within
-		// 0.1-0.2 s of them.
-		return newAsideBody(b), nil
-	}
 	return b, nil
 }
 
@@ -196,7 +195,7 @@ func (b *libzstdBody) writeAll(p []byte) error {
 	if b.ctx.c == nil || b.ended {
 		return errors.New("zstd encoder already closed")
 	}
-	bound := int(C.ZSTD_compressBound(C.size_t(len(p))))
+	bound := compressBound(len(p))
 	var out []byte
 	if bb, ok := b.dst.(*bytes.Buffer); ok {
 		// Encode into the buffer's own spare room: Write below then
@@ -206,21 +205,34 @@ func (b *libzstdBody) writeAll(p []byte) error {
 	} else {
 		out = make([]byte, bound)
 	}
-	var src unsafe.Pointer
-	if len(p) > 0 {
-		src = unsafe.Pointer(&p[0])
-	}
-	r := C.ZSTD_compress2(b.ctx.c, unsafe.Pointer(&out[0]), C.size_t(bound), src, C.size_t(len(p)))
-	if C.ZSTD_isError(r) != 0 {
-		b.err = fmt.Errorf("zstd: %s", C.GoString(C.ZSTD_getErrorName(r)))
-		return b.err
+	n, err := b.ctx.compressWhole(out, p)
+	if err != nil {
+		b.err = err
+		return err
 	}
 	b.ended = true
-	if _, err := b.dst.Write(out[:r]); err != nil {
+	if _, err := b.dst.Write(out[:n]); err != nil {
 		b.err = err
 		return err
 	}
 	return nil
+}
+
+// compressBound is ZSTD_compressBound: the largest frame n bytes can give.
+func compressBound(n int) int { return int(C.ZSTD_compressBound(C.size_t(n))) }
+
+// compressWhole compresses p as one frame into dst, which must hold
+// compressBound(len(p)) bytes, and returns the frame's length.
+func (x *cctx) compressWhole(dst, p []byte) (int, error) {
+	var src unsafe.Pointer
+	if len(p) > 0 {
+		src = unsafe.Pointer(&p[0])
+	}
+	r := C.ZSTD_compress2(x.c, unsafe.Pointer(&dst[0]), C.size_t(len(dst)), src, C.size_t(len(p)))
+	if C.ZSTD_isError(r) != 0 {
+		return 0, fmt.Errorf("zstd: %s", C.GoString(C.ZSTD_getErrorName(r)))
+	}
+	return int(r), nil
 }
 
 func (b *libzstdBody) Write(p []byte) (int, error) {
