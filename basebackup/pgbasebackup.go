@@ -11,7 +11,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -19,6 +18,7 @@ import (
 	"time"
 
 	"github.com/pitr-dev/pitr/internal/conninfo"
+	"github.com/pitr-dev/pitr/internal/lazyre"
 )
 
 // DefaultPGBinDir is where Debian and Ubuntu (apt.postgresql.org) install the
@@ -31,7 +31,7 @@ func DefaultPGBinDir(major int) string {
 // major version.
 var ErrClientVersion = errors.New("pg_basebackup does not match the server")
 
-var clientVersionRE = regexp.MustCompile(`\(PostgreSQL\) (\d+)(?:\.(\d+))?`)
+var clientVersionRE = lazyre.New(`\(PostgreSQL\) (\d+)(?:\.(\d+))?`)
 
 // checkPGBaseBackup finds pg_basebackup in binDir (default: the server's
 // major version's directory) and refuses it unless `pg_basebackup --version`
@@ -55,7 +55,7 @@ func checkPGBaseBackup(ctx context.Context, binDir string, server Server) (strin
 		return "", fmt.Errorf("%w: %s --version: %v", ErrClientVersion, path, err)
 	}
 	text := strings.TrimSpace(string(out))
-	m := clientVersionRE.FindStringSubmatch(text)
+	m := clientVersionRE().FindStringSubmatch(text)
 	if m == nil {
 		return "", fmt.Errorf("%w: cannot read the version of %s from %q", ErrClientVersion, path, text)
 	}

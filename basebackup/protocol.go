@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"regexp"
 	"strconv"
 	"strings"
 
@@ -15,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5/pgproto3"
 
 	"github.com/pitr-dev/pitr/archive/wal"
+	"github.com/pitr-dev/pitr/internal/lazyre"
 	"github.com/pitr-dev/pitr/repo"
 )
 
@@ -41,7 +41,7 @@ type protocolResult struct {
 	manifest         []byte
 }
 
-var tablespaceArchiveRE = regexp.MustCompile(`^([1-9][0-9]{0,9})\.tar$`)
+var tablespaceArchiveRE = lazyre.New(`^([1-9][0-9]{0,9})\.tar$`)
 
 // baseBackupCommand builds the BASE_BACKUP command (PostgreSQL 15+ syntax).
 func baseBackupCommand(o *Options, label, alg string, maxRateKB int) string {
@@ -149,7 +149,7 @@ copyLoop:
 				}
 				var oid uint32
 				if name != repo.BackupBaseTarName {
-					m := tablespaceArchiveRE.FindStringSubmatch(name)
+					m := tablespaceArchiveRE().FindStringSubmatch(name)
 					if m == nil {
 						return res, fmt.Errorf("BASE_BACKUP: unexpected archive %q (pitr asks for uncompressed tar)", name)
 					}

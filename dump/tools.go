@@ -10,7 +10,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -21,6 +20,7 @@ import (
 
 	"github.com/pitr-dev/pitr/basebackup"
 	"github.com/pitr-dev/pitr/internal/conninfo"
+	"github.com/pitr-dev/pitr/internal/lazyre"
 	"github.com/pitr-dev/pitr/repo"
 )
 
@@ -28,7 +28,7 @@ import (
 // psql) is missing or is not of the server's major version.
 var ErrClientVersion = errors.New("client program does not match the server")
 
-var clientVersionRE = regexp.MustCompile(`\(PostgreSQL\) (\d+)(?:\.(\d+))?`)
+var clientVersionRE = lazyre.New(`\(PostgreSQL\) (\d+)(?:\.(\d+))?`)
 
 // findTool returns binDir/name (binDir default: the server's major
 // version's directory) after checking that `name --version` is of the
@@ -52,7 +52,7 @@ func findTool(ctx context.Context, binDir, name string, serverNum int) (path, ve
 		return "", "", fmt.Errorf("%w: %s --version: %v", ErrClientVersion, path, err)
 	}
 	text := strings.TrimSpace(string(out))
-	m := clientVersionRE.FindStringSubmatch(text)
+	m := clientVersionRE().FindStringSubmatch(text)
 	if m == nil {
 		return "", "", fmt.Errorf("%w: cannot read the version of %s from %q", ErrClientVersion, path, text)
 	}

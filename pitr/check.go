@@ -12,13 +12,13 @@ import (
 	"os/exec"
 	"path"
 	"path/filepath"
-	"regexp"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/pitr-dev/pitr/internal/lazyre"
 	"github.com/pitr-dev/pitr/repo"
 	"github.com/pitr-dev/pitr/storage"
 )
@@ -353,12 +353,12 @@ func ServerClockSkew(ctx context.Context, conn *pgx.Conn, now func() time.Time) 
 	return d, nil
 }
 
-var rePGVersion = regexp.MustCompile(`\(PostgreSQL\)\s+(\d+)(?:\.(\d+))?`)
+var rePGVersion = lazyre.New(`\(PostgreSQL\)\s+(\d+)(?:\.(\d+))?`)
 
 // ParsePGVersionOutput reads the major version from "pg_basebackup
 // (PostgreSQL) 15.8 (Debian ...)".
 func ParsePGVersionOutput(out string) (int, error) {
-	m := rePGVersion.FindStringSubmatch(out)
+	m := rePGVersion().FindStringSubmatch(out)
 	if m == nil {
 		return 0, fmt.Errorf("unrecognised --version output %q", strings.TrimSpace(out))
 	}

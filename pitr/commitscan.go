@@ -8,8 +8,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"time"
+
+	"github.com/pitr-dev/pitr/internal/lazyre"
 )
 
 // CommitScanner reads transaction records out of archived WAL with the
@@ -24,7 +25,7 @@ type CommitScanner struct {
 // xactRecord matches pg_waldump's description of a commit or abort record
 // (prepared or not) and its timestamp, printed in UTC because pg_waldump
 // runs with TZ=UTC.
-var xactRecord = regexp.MustCompile(`desc: (?:COMMIT|ABORT)(?:_PREPARED)?\b.*?(\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}(?:\.\d+)?) UTC`)
+var xactRecord = lazyre.New(`desc: (?:COMMIT|ABORT)(?:_PREPARED)?\b.*?(\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}(?:\.\d+)?) UTC`)
 
 // ErrNoCommitAfterTarget means the archive holds no transaction commit or
 // abort after a time target: PostgreSQL stops only at such a record, so it
@@ -115,7 +116,7 @@ func (s CommitScanner) commitTimes(ctx context.Context, name string) ([]time.Tim
 	var out []time.Time
 	sc := bufio.NewScanner(&stdout)
 	for sc.Scan() {
-		m := xactRecord.FindSubmatch(sc.Bytes())
+		m := xactRecord().FindSubmatch(sc.Bytes())
 		if m == nil {
 			continue
 		}

@@ -13,6 +13,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/pitr-dev/pitr/internal/lazyre"
 )
 
 // StartOptions say how to start a restored cluster and what to wait for.
@@ -41,16 +43,16 @@ type Outcome struct {
 // xlog.c). They are matched loosely: wording is stable across 13-18 but the
 // LSN formatting changed in 18.
 var (
-	reStopping    = regexp.MustCompile(`LOG:\s+(recovery stopping .*)`)
-	reLastXact    = regexp.MustCompile(`last completed transaction was at log time (.*)`)
-	reRedoDone    = regexp.MustCompile(`redo done at ([0-9A-F]+/[0-9A-F]+)`)
-	rePaused      = regexp.MustCompile(`pausing at the end of recovery`)
-	rePromoted    = regexp.MustCompile(`database system is ready to accept connections`)
-	reRecComplete = regexp.MustCompile(`archive recovery complete`)
+	reStopping    = lazyre.New(`LOG:\s+(recovery stopping .*)`)
+	reLastXact    = lazyre.New(`last completed transaction was at log time (.*)`)
+	reRedoDone    = lazyre.New(`redo done at ([0-9A-F]+/[0-9A-F]+)`)
+	rePaused      = lazyre.New(`pausing at the end of recovery`)
+	rePromoted    = lazyre.New(`database system is ready to accept connections`)
+	reRecComplete = lazyre.New(`archive recovery complete`)
 	// Only this line means "stopped at the target": a failed recovery also
 	// ends with "database system is shut down".
-	reShutdown = regexp.MustCompile(`shutdown at recovery target`)
-	reFatal    = regexp.MustCompile(`(?:FATAL|PANIC):\s+(.*)`)
+	reShutdown = lazyre.New(`shutdown at recovery target`)
+	reFatal    = lazyre.New(`(?:FATAL|PANIC):\s+(.*)`)
 )
 
 // StartAndWait starts PostgreSQL on a restored data directory and follows
@@ -84,7 +86,7 @@ func StartAndWait(ctx context.Context, opts StartOptions) (Outcome, error) {
 			// Read again: the last lines may have landed after the read above.
 			log, _ = os.ReadFile(opts.LogFile)
 			out = parseRecoveryLog(log)
-			if m := reFatal.FindAllSubmatch(log, -1); len(m) > 0 {
+			if m := reFatal().FindAllSubmatch(log, -1); len(m) > 0 {
 				return out, fmt.Errorf("recovery failed: %s", m[len(m)-1][1])
 			}
 			if out.State == "shut down" {
@@ -104,21 +106,21 @@ func StartAndWait(ctx context.Context, opts StartOptions) (Outcome, error) {
 
 func parseRecoveryLog(log []byte) Outcome {
 	var o Outcome
-	if m := reStopping.FindSubmatch(log); m != nil {
+	if m := reStopping().FindSubmatch(log); m != nil {
 		o.StopLine = string(bytes.TrimSpace(m[1]))
 	}
-	if m := reLastXact.FindSubmatch(log); m != nil {
+	if m := reLastXact().FindSubmatch(log); m != nil {
 		o.LastTransaction = string(bytes.TrimSpace(m[1]))
 	}
-	if m := reRedoDone.FindSubmatch(log); m != nil {
+	if m := reRedoDone().FindSubmatch(log); m != nil {
 		o.RedoDone = string(m[1])
 	}
 	switch {
-	case rePaused.Match(log):
+	case rePaused().Match(log):
 		o.State = "paused"
-	case reRecComplete.Match(log) && afterLast(log, reRecComplete, rePromoted):
+	case reRecComplete().Match(log) && afterLast(log, reRecComplete(), rePromoted()):
 		o.State = "promoted"
-	case reShutdown.Match(log):
+	case reShutdown().Match(log):
 		o.State = "shut down"
 	}
 	return o
@@ -138,7 +140,7 @@ func fatalFrom(logFile string) string {
 	if err != nil {
 		return ""
 	}
-	if m := reFatal.FindAllSubmatch(log, -1); len(m) > 0 {
+	if m := reFatal().FindAllSubmatch(log, -1); len(m) > 0 {
 		return "; server said: " + string(m[len(m)-1][1])
 	}
 	return ""

@@ -65,7 +65,7 @@ func TestXactRecordPattern(t *testing.T) {
 		"rmgr: Transaction len (rec/tot):    162/   162, tx:        742, lsn: 0/03000200, prev 0/030001A0, desc: PREPARE gid t1: 2026-11-28 13:02:20 UTC":                    "",
 		"rmgr: Transaction len (rec/tot):     50/    50, tx:          0, lsn: 0/03000300, prev 0/03000200, desc: ASSIGNMENT xtop 743: subxacts: 744":                         "",
 	} {
-		m := xactRecord.FindStringSubmatch(line)
+		m := xactRecord().FindStringSubmatch(line)
 		got := ""
 		if m != nil {
 			got = m[1]

@@ -4,12 +4,12 @@ package pitr
 
 import (
 	"fmt"
-	"regexp"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/pitr-dev/pitr/archive/wal"
+	"github.com/pitr-dev/pitr/internal/lazyre"
 )
 
 // TargetKind says where recovery should stop.
@@ -108,9 +108,8 @@ func ParseTimeline(s string) (wal.TimelineID, error) {
 
 // timePattern is YYYY-MM-DD[ T]HH:MM[:SS[.fraction]] followed by an
 // optional zone, which is everything after the time.
-var timePattern = regexp.MustCompile(`^(\d{4}-\d{2}-\d{2})[ T](\d{2}:\d{2}(?::\d{2}(?:\.\d{1,9})?)?)\s*(.*)$`)
-
-var offsetPattern = regexp.MustCompile(`^([+-])(\d{2})(?::?(\d{2}))?$`)
+var timePattern = lazyre.New(`^(\d{4}-\d{2}-\d{2})[ T](\d{2}:\d{2}(?::\d{2}(?:\.\d{1,9})?)?)\s*(.*)$`)
+var offsetPattern = lazyre.New(`^([+-])(\d{2})(?::?(\d{2}))?$`)
 
 // ParseTargetTime reads a user's --target time. A time without a zone is in
 // defaultZone (the --tz flag, else the zone of the machine running pitr).
@@ -118,7 +117,7 @@ var offsetPattern = regexp.MustCompile(`^([+-])(\d{2})(?::?(\d{2}))?$`)
 // (Europe/Helsinki). Abbreviations such as EEST or CET are refused: they are
 // ambiguous, and PostgreSQL itself rejects them in recovery_target_time.
 func ParseTargetTime(s string, defaultZone *time.Location) (time.Time, string, error) {
-	m := timePattern.FindStringSubmatch(strings.TrimSpace(s))
+	m := timePattern().FindStringSubmatch(strings.TrimSpace(s))
 	if m == nil {
 		return time.Time{}, "", fmt.Errorf("target time %q is not YYYY-MM-DD HH:MM[:SS] with an optional zone", s)
 	}
@@ -134,8 +133,8 @@ func ParseTargetTime(s string, defaultZone *time.Location) (time.Time, string, e
 		loc = defaultZone
 	case strings.EqualFold(zone, "Z") || strings.EqualFold(zone, "UTC") || strings.EqualFold(zone, "GMT"):
 		loc, zoneDesc = time.UTC, "UTC"
-	case offsetPattern.MatchString(zone):
-		om := offsetPattern.FindStringSubmatch(zone)
+	case offsetPattern().MatchString(zone):
+		om := offsetPattern().FindStringSubmatch(zone)
 		h, _ := strconv.Atoi(om[2])
 		mins, _ := strconv.Atoi(om[3])
 		if h > 15 || mins > 59 {

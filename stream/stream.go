@@ -20,7 +20,6 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"regexp"
 	"strings"
 	"time"
 
@@ -30,6 +29,7 @@ import (
 
 	"github.com/pitr-dev/pitr/archive"
 	"github.com/pitr-dev/pitr/archive/wal"
+	"github.com/pitr-dev/pitr/internal/lazyre"
 	"github.com/pitr-dev/pitr/repo"
 	"github.com/pitr-dev/pitr/storage"
 	"github.com/pitr-dev/pitr/storage/codec"
@@ -94,7 +94,7 @@ func ReadState(ctx context.Context, st storage.Store, id repo.SystemID) (*State,
 // bad slot name): Run returns them instead of retrying.
 var ErrPermanent = errors.New("streaming cannot continue")
 
-var slotName = regexp.MustCompile(`^[a-z0-9_]{1,63}$`)
+var slotName = lazyre.New(`^[a-z0-9_]{1,63}$`)
 
 // Streamer streams one server's WAL into one repository.
 type Streamer struct {
@@ -128,7 +128,7 @@ func New(opts Options) (*Streamer, error) {
 	if opts.Slot == "" {
 		opts.Slot = DefaultSlot
 	}
-	if !slotName.MatchString(opts.Slot) {
+	if !slotName().MatchString(opts.Slot) {
 		return nil, fmt.Errorf("stream_slot %q: a replication slot name is 1 to 63 lower-case letters, digits and underscores", opts.Slot)
 	}
 	if opts.Interval <= 0 {

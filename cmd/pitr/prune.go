@@ -4,10 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"regexp"
 	"strconv"
 	"time"
 
+	"github.com/pitr-dev/pitr/internal/lazyre"
 	"github.com/pitr-dev/pitr/internal/units"
 	"github.com/pitr-dev/pitr/pitr"
 	"github.com/pitr-dev/pitr/repo"
@@ -62,7 +62,7 @@ func retentionPolicy(cfg Config) (pitr.RetentionPolicy, error) {
 }
 
 // daysPattern splits "30d", "1d12h" into days and a Go duration rest.
-var daysPattern = regexp.MustCompile(`^(\d+)d(.*)$`)
+var daysPattern = lazyre.New(`^(\d+)d(.*)$`)
 
 // parseDaysDuration parses a positive Go duration that may start with whole
 // days ("30d", "1d12h", "36h", "90m"): retention is thought of in days, and
@@ -70,7 +70,7 @@ var daysPattern = regexp.MustCompile(`^(\d+)d(.*)$`)
 func parseDaysDuration(s string) (time.Duration, error) {
 	var days time.Duration
 	rest := s
-	if m := daysPattern.FindStringSubmatch(s); m != nil {
+	if m := daysPattern().FindStringSubmatch(s); m != nil {
 		n, err := strconv.Atoi(m[1])
 		if err != nil || n > 100000 {
 			return 0, fmt.Errorf("%q: too many days", s)
