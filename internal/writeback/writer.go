@@ -3,8 +3,11 @@ package writeback
 import "os"
 
 // Chunk is how much a Writer lets accumulate before it starts the
-// write-back of what it wrote.
-const Chunk = 4 << 20
+// write-back of what it wrote. The fsync at the end waits for what is left:
+// with 1 MiB instead of 4 MiB, a sequential wal-fetch followed by
+// PostgreSQL's durable_rename took 29.7 instead of 31.7 ms per segment
+// (64 segments, the two sizes alternating, three rounds each way).
+const Chunk = 1 << 20
 
 // Writer writes to a file and starts the write-back of every Chunk bytes,
 // so the disk writes while the caller produces the next bytes (decoding,
