@@ -11,17 +11,16 @@ import (
 // frameChunk is how much of a long stream (a base backup, a dump) goes into
 // one zstd frame. Each chunk is compressed whole, by one ZSTD_compress2
 // call (see writeAll), on one of Concurrency workers; the frames are written
-// in order. On a scale-50 pgbench data directory as a tar, one pass over
-// 4 MiB chunks ran at about 1.85 GB/s per core against 1.43 GB/s for
-// streaming the same bytes, and stored 0.5% more (each frame starts without
-// the previous one's window). A zstd stream of several frames is one
-// stream to every decoder.
-const frameChunk = 4 << 20
+// in order. A zstd stream of several frames is one stream to every decoder.
+// On a scale-50 pgbench data directory as a tar (see DESIGN.md), 2 MiB
+// frames on two workers stored 0.15% more than 4 MiB ones (each frame starts
+// without the previous one's window) and need half the memory.
+const frameChunk = 2 << 20
 
 // framesBody encodes a stream as a sequence of independent zstd frames,
-// compressed in parallel. Memory is fixed: workers+2 chunks of input and
-// as many output buffers (only the compressed bytes of those are touched),
-// whatever the stream's length.
+// compressed in parallel. Memory is fixed: workers+1 chunks of input (one
+// filling while the workers compress) and as many output buffers (only the
+// compressed bytes of those are touched), whatever the stream's length.
 type framesBody struct {
 	dst  io.Writer
 	fill *frameJob // the chunk Write is filling; nil until the first Write
@@ -48,9 +47,9 @@ type frameJob struct {
 func newFramesBody(dst io.Writer, p zstdParams, workers int) (*framesBody, error) {
 	b := &framesBody{
 		dst:   dst,
-		free:  make(chan *frameJob, workers+2),
-		work:  make(chan *frameJob, workers+2),
-		order: make(chan *frameJob, workers+2),
+		free:  make(chan *frameJob, workers+1),
+		work:  make(chan *frameJob, workers+1),
+		order: make(chan *frameJob, workers+1),
 		done:  make(chan struct{}),
 	}
 	ctxs := make([]*cctx, 0, workers)
@@ -64,7 +63,7 @@ func newFramesBody(dst io.Writer, p zstdParams, workers int) (*framesBody, error
 		}
 		ctxs = append(ctxs, c)
 	}
-	for range workers + 2 {
+	for range workers + 1 {
 		b.free <- &frameJob{ready: make(chan struct{}, 1)}
 	}
 	for _, c := range ctxs {
