@@ -81,6 +81,26 @@ func OpenSpool(dataDir, controlFile, dest string, ahead int) *Spool {
 	return sp
 }
 
+// SeedPrefetch records, in the prefetch spool of a restored data directory
+// before its server starts, the segment recovery will ask for first. The
+// first wal-fetch call then finds that segment in the prefetcher's window
+// and starts the prefetcher before fetching it, so the next segments are
+// downloaded while the first one is; without the seed it starts the
+// prefetcher only after its own fetch, and the calls right after it, which
+// come quickly (the first segments of a backup hold little WAL), fetch for
+// themselves. It is a hint like every wanted file: nothing depends on it.
+func SeedPrefetch(dataDir string, system repo.SystemID, first string, segSize uint64) error {
+	size, err := wal.NewSegmentSize(segSize)
+	if err != nil {
+		return err
+	}
+	if _, err := size.ParseFileName(first); err != nil {
+		return err
+	}
+	sp := &Spool{Dir: filepath.Join(dataDir, "pg_wal", PrefetchDir), DataDir: dataDir, System: system}
+	return sp.writeWanted(wanted{System: system, Name: first, SegSize: segSize})
+}
+
 // inRecovery: PostgreSQL removes both signal files when recovery ends, which
 // is the prefetcher's cue to clean up without waiting to be idle.
 func (s *Spool) inRecovery() bool {

@@ -352,3 +352,30 @@ func TestPrefetchReaimDropsOldWindow(t *testing.T) {
 	cancel()
 	<-exited
 }
+
+// A seeded spool (pitr restore seeds it with the first segment of the plan)
+// makes the first fetch start the prefetcher before it fetches, not after.
+func TestSeededPrefetchStartsBeforeTheFirstFetch(t *testing.T) {
+	for _, seeded := range []bool{false, true} {
+		p := newPrefetchFixture(t, 4)
+		if seeded {
+			if err := SeedPrefetch(p.dataDir, testSysID, segName(1), testSegSize); err != nil {
+				t.Fatal(err)
+			}
+		}
+		sp := p.spool(t, 3)
+		opensAtStart := int64(-1)
+		p.fetchVia(t, sp, segName(1), func() { opensAtStart = p.count.opens.Load() })
+		switch {
+		case opensAtStart < 0:
+			t.Fatalf("seeded=%v: the first fetch did not start the prefetcher", seeded)
+		case seeded && opensAtStart != 0:
+			t.Fatalf("seeded: the prefetcher was started after the direct fetch (%d repository opens before it)", opensAtStart)
+		case !seeded && opensAtStart == 0:
+			t.Fatal("unseeded: the prefetcher started before the fetch; this test no longer tells the two apart")
+		}
+	}
+	if err := SeedPrefetch(t.TempDir(), testSysID, "not a segment", testSegSize); err == nil {
+		t.Fatal("a seed with a bad segment name was accepted")
+	}
+}

@@ -2,6 +2,7 @@ package integration
 
 import (
 	"context"
+	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -113,6 +114,23 @@ func newProbe(t *testing.T, o probeOpts) *probeScenario {
 	return s
 }
 
+// prefetchSeed is the segment pitr restore told wal-fetch's prefetcher that
+// recovery reads first (pg_wal/pitr_prefetch/wanted).
+func prefetchSeed(t *testing.T, pgdata string) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(pgdata, "pg_wal", "pitr_prefetch", "wanted"))
+	if err != nil {
+		t.Fatalf("pitr restore left no prefetch seed: %v", err)
+	}
+	var w struct {
+		Name string `json:"name"`
+	}
+	if err := json.Unmarshal(b, &w); err != nil || len(w.Name) != 24 {
+		t.Fatalf("prefetch seed %q: %v", b, err)
+	}
+	return w.Name
+}
+
 // midTarget is --target for Mid, in UTC with an explicit offset.
 func (s *probeScenario) midTarget() string {
 	return s.mid.Format("2006-01-02 15:04:05.000000") + "+00:00"
@@ -187,8 +205,13 @@ func TestRestoreToTimeBetweenCommits(t *testing.T) {
 			t.Run(kind+"/"+l.name, func(t *testing.T) {
 				t.Parallel()
 				s := newProbe(t, probeOpts{kind: kind, segMB: l.segMB, rollover: true, gap: 2 * time.Second})
-				c := s.restoreAndStart(t, pgtest.Options{}, "--target", s.midTarget())
+				c := s.restoreOnly(t, pgtest.Options{}, "--target", s.midTarget())
+				seed := prefetchSeed(t, c.DataDir())
+				c.Start(t)
 				waitPromoted(t, c)
+				if !strings.Contains(c.Log(), "msg=fetched file="+seed+" ") {
+					t.Errorf("pitr restore seeded the prefetcher with %s, which recovery never fetched", seed)
+				}
 				if got := probeRows(t, c); got != "before backup,A" {
 					t.Fatalf("restored rows %q, want A present and B absent", got)
 				}

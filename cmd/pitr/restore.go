@@ -129,6 +129,7 @@ func runRestore(ctx context.Context, env *environment, args []string) error {
 	if err != nil {
 		return err
 	}
+	seedPrefetch(env, cfg, plan, *pgdata)
 	if err := restoreConfigFiles(ctx, env, st, plan.Backup, *configDir, *force); err != nil {
 		return err
 	}
@@ -139,6 +140,18 @@ func runRestore(ctx context.Context, env *environment, args []string) error {
 		return nil
 	}
 	return startRestored(ctx, env, cfg, plan, abs, *port, *timeout)
+}
+
+// seedPrefetch tells wal-fetch's prefetcher which segment recovery reads
+// first (archive.SeedPrefetch), unless fetch_ahead is off. A failure only
+// costs the head start, so it is logged, not returned.
+func seedPrefetch(env *environment, cfg Config, plan pitr.Plan, pgdata string) {
+	if ahead, err := parseFetchAhead(cfg.FetchAhead); err != nil || ahead == 0 || len(plan.WAL) == 0 {
+		return
+	}
+	if err := archive.SeedPrefetch(pgdata, plan.Backup.SystemIdentifier, plan.WAL[0].Name, plan.Backup.WALSegmentSize); err != nil {
+		env.log.Warn("cannot tell the prefetcher where recovery starts", "err", err)
+	}
 }
 
 // startRestored starts the restored server and reports where recovery
