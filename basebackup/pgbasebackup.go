@@ -113,6 +113,7 @@ func runPGBaseBackup(ctx context.Context, path string, args []string, log *slog.
 	if err != nil {
 		return err
 	}
+	growPipe(stdout)
 	stderr := &stderrLog{log: log}
 	cmd.Stderr = stderr
 	if err := cmd.Start(); err != nil {

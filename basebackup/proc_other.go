@@ -2,8 +2,14 @@
 
 package basebackup
 
-import "os/exec"
+import (
+	"io"
+	"os/exec"
+)
 
 // setParentDeathSignal is Linux-only; elsewhere pg_basebackup notices a dead
 // pitr when its next write to the closed pipe fails.
 func setParentDeathSignal(*exec.Cmd) {}
+
+// growPipe is Linux-only (F_SETPIPE_SZ).
+func growPipe(io.Reader) {}
