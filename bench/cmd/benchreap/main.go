@@ -9,8 +9,9 @@
 // It is a program of its own, importing only the standard library, because
 // it starts once per measured call, as PostgreSQL starts a shell once per
 // archive_command and restore_command: as part of benchtable, with its
-// database and S3 clients, it started in about 5 ms; alone, in about 1 ms,
-// closer to the shell PostgreSQL uses. Both tools pay it alike.
+// database and S3 clients, a call around /bin/true took 6.5 ms of CPU; alone,
+// 3.6 ms, GNU time and /bin/true included, closer to the shell PostgreSQL
+// uses. Both tools pay it alike.
 //
 // Protocol on fd 3: "fg <exit status> <wall ns> <peak RSS KiB>" as soon as
 // the command itself exits (the caller goes on), then "done <CPU ns>
