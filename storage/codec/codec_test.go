@@ -482,24 +482,30 @@ type failingStore struct {
 
 func (f *failingStore) Put(context.Context, string, io.Reader) error { return f.err }
 
-func BenchmarkEncodeSegment(b *testing.B) {
-	// WAL-like: pages drawn from a pool with a few bytes changed each time.
-	rng := rand.New(rand.NewPCG(3, 4))
-	pool := make([][]byte, 512)
+// walLike is WAL-like data: pages drawn again and again from a pool, each
+// time with a few bytes changed, so there are matches at every distance.
+func walLike(seed uint64, poolPages, pages, changes int) []byte {
+	rng := rand.New(rand.NewPCG(seed, seed+1))
+	pool := make([][]byte, poolPages)
 	for i := range pool {
 		pool[i] = make([]byte, 8192)
 		for j := range pool[i] {
 			pool[i][j] = byte(rng.IntN(16))
 		}
 	}
-	data := make([]byte, 0, 16<<20)
-	for len(data) < 16<<20 {
+	data := make([]byte, 0, pages*8192)
+	for range pages {
 		page := append([]byte(nil), pool[rng.IntN(len(pool))]...)
-		for range 16 {
+		for range changes {
 			page[rng.IntN(len(page))] = byte(rng.Uint32())
 		}
 		data = append(data, page...)
 	}
+	return data
+}
+
+func BenchmarkEncodeSegment(b *testing.B) {
+	data := walLike(3, 512, 2048, 16) // one 16 MiB segment
 	var buf bytes.Buffer
 	b.Run("stream", func(b *testing.B) {
 		b.SetBytes(int64(len(data)))

@@ -4,7 +4,6 @@ package codec
 
 import (
 	"bytes"
-	"math/rand/v2"
 	"testing"
 )
 
@@ -20,24 +19,7 @@ func TestLibzstdRefusedParameterFails(t *testing.T) {
 // output: the default's small tables give other bytes than level 3 as
 // shipped, which a dropped setting would not.
 func TestLibzstdDefaultLevelUsesItsTables(t *testing.T) {
-	// Pages drawn again and again from a pool, each time with a few
-	// bytes changed: matches at every distance, as in WAL.
-	rng := rand.New(rand.NewPCG(1, 2))
-	pool := make([][]byte, 256)
-	for i := range pool {
-		pool[i] = make([]byte, 8192)
-		for j := range pool[i] {
-			pool[i][j] = byte(rng.IntN(16))
-		}
-	}
-	var data []byte
-	for range 512 {
-		page := append([]byte(nil), pool[rng.IntN(len(pool))]...)
-		for range 8 {
-			page[rng.IntN(len(page))] = byte(rng.Uint32())
-		}
-		data = append(data, page...)
-	}
+	data := walLike(1, 256, 512, 8)
 	encode := func(p zstdParams) []byte {
 		t.Helper()
 		ctx, err := newCCtx(p)
