@@ -79,4 +79,11 @@ func TestPushWithPublicKeyOnly(t *testing.T) {
 	if !errors.Is(err, crypt.ErrNoIdentity) || errors.Is(err, ErrNotArchived) {
 		t.Fatalf("fetch with only the public key: %v", err)
 	}
+	// The same from a data directory, where pg_control names the system
+	// and the marker is read only after the failure.
+	f.a.ControlFile = writeControl(t, t.TempDir(), testSysID)
+	_, err = f.fetch(t, filepath.Base(seg))
+	if !errors.Is(err, crypt.ErrNoIdentity) || errors.Is(err, ErrNotArchived) {
+		t.Fatalf("fetch from a data directory with only the public key: %v", err)
+	}
 }

@@ -49,18 +49,43 @@ func (a *Archiver) Fetch(ctx context.Context, name, dest string) (FetchResult, e
 	if err := CheckFetchDest(dest, a.DataDir != ""); err != nil {
 		return res, fmt.Errorf("fetch %s: %w", name, err)
 	}
+	if a.ControlFile != "" {
+		if ctl, err := wal.ReadControlSystemID(a.ControlFile); err == nil {
+			return a.fetchForSystem(ctx, start, repo.SystemID(ctl), kind, name, dest)
+		}
+	}
 	m, err := repo.ReadMarker(ctx, a.Store)
 	if err != nil {
 		// Never ErrNotArchived: a missing or unreadable repository must stop
 		// recovery, not end it early at whatever point it reached.
 		return res, fmt.Errorf("fetch %s: %w", name, err)
 	}
-	if a.ControlFile != "" {
-		if ctl, err := wal.ReadControlSystemID(a.ControlFile); err == nil && repo.SystemID(ctl) != m.SystemIdentifier {
-			return res, fmt.Errorf("fetch %s: %w", name, &repo.ForeignSystemError{Repository: m.SystemIdentifier, Got: repo.SystemID(ctl)})
-		}
-	}
 	return a.fetchFrom(ctx, start, m.SystemIdentifier, kind, name, dest)
+}
+
+// fetchForSystem fetches for the cluster whose pg_control names sys. The
+// object's key contains sys, and a segment's header must name it too, so an
+// object found there needs no repository marker to vouch for it: the
+// marker is read only when the fetch fails. That saves a storage round trip
+// on every call, which on S3 is the larger part of fetching a segment
+// (another request, and on servers that close every connection, another
+// TLS handshake). A failure is explained by the marker when the marker has
+// something to say (no repository, another system, the wrong encryption
+// setting), so "not archived" still means the repository answered for
+// this system.
+func (a *Archiver) fetchForSystem(ctx context.Context, start time.Time, sys repo.SystemID, kind wal.FileKind, name, dest string) (FetchResult, error) {
+	res, err := a.fetchFrom(ctx, start, sys, kind, name, dest)
+	if err == nil {
+		return res, nil
+	}
+	m, merr := repo.ReadMarker(ctx, a.Store)
+	if merr != nil {
+		return res, fmt.Errorf("fetch %s: %w", name, merr)
+	}
+	if m.SystemIdentifier != sys {
+		return res, fmt.Errorf("fetch %s: %w", name, &repo.ForeignSystemError{Repository: m.SystemIdentifier, Got: sys})
+	}
+	return res, err
 }
 
 // fetchFrom is Fetch once the repository's system is known.
