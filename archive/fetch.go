@@ -130,10 +130,10 @@ func (a *Archiver) fetchFrom(ctx context.Context, start time.Time, sys repo.Syst
 	return res, nil
 }
 
-// writeVerified copies src to a temporary file next to dest, runs check on
-// it, syncs it and renames it to dest. src must fail its final Read if its
-// content is not verified (codec.Reader does).
-func writeVerified(dest string, src io.Reader, check func(*os.File, int64) error) (int64, error) {
+// writeVerified writes src to a temporary file next to dest, runs check on
+// it, syncs it and renames it to dest. src's WriteTo must fail if its
+// content is not verified (codec.Reader's does).
+func writeVerified(dest string, src io.WriterTo, check func(*os.File, int64) error) (int64, error) {
 	dir := filepath.Dir(dest)
 	var rnd [6]byte
 	if _, err := rand.Read(rnd[:]); err != nil {
@@ -153,10 +153,11 @@ func writeVerified(dest string, src io.Reader, check func(*os.File, int64) error
 			os.Remove(tmp)
 		}
 	}()
-	// A 1 MiB buffer instead of io.Copy's 32 KiB: 16 writes per 16 MiB
-	// segment instead of 512. Hiding ReadFrom keeps os.File from picking
-	// its own small buffer.
-	n, err := io.CopyBuffer(writeback.NewWriter(f), src, make([]byte, 1<<20))
+	// The decoder writes straight from its own buffers (codec.Reader's
+	// WriteTo), one zstd block at a time: no copy into a buffer of ours.
+	// Measured on 16 MiB segments in fresh processes: 14.4 against 15.0 ms
+	// with a 1 MiB buffer.
+	n, err := src.WriteTo(writeback.NewWriter(f))
 	if err != nil {
 		return n, err
 	}

@@ -519,3 +519,59 @@ func (r *Reader) Close() error {
 	r.closer()
 	return nil
 }
+
+// WriteTo writes the original bytes to w straight from the decoder's own
+// buffers, when the decoder can (zstd): one copy of every byte fewer than
+// Read into a caller's buffer. It returns nil only after the trailer has
+// been checked, like Read's io.EOF.
+func (r *Reader) WriteTo(w io.Writer) (int64, error) {
+	wt, ok := r.body.(io.WriterTo)
+	if !ok || r.err != nil || r.done || r.size != 0 {
+		// Read's path (codec none, or a Reader already part read), with
+		// a buffer large enough that a segment takes 16 writes, not 512.
+		return io.CopyBuffer(w, readerOnly{r}, make([]byte, 1<<20))
+	}
+	cw := &checkingWriter{r: r, w: w}
+	n, err := wt.WriteTo(cw)
+	switch {
+	case err == nil:
+		if verr := r.verify(); verr != nil {
+			r.err = verr
+			return n, verr
+		}
+		r.done = true
+		return n, nil
+	case cw.err != nil && errors.Is(err, cw.err):
+		// Our own limit, or w's failure: already what it should be.
+	case r.src.SourceErr() == nil:
+		err = fmt.Errorf("%w: %v", ErrCorrupt, err)
+	}
+	r.err = err
+	return n, err
+}
+
+// checkingWriter hashes, counts and limits what the decoder writes, as
+// Read does, before passing it on.
+type checkingWriter struct {
+	r   *Reader
+	w   io.Writer
+	err error
+}
+
+func (c *checkingWriter) Write(p []byte) (int, error) {
+	c.r.sum.Write(p)
+	c.r.size += int64(len(p))
+	if c.r.limit > 0 && c.r.size > c.r.limit {
+		c.err = c.r.tooLarge()
+		return 0, c.err
+	}
+	n, err := c.w.Write(p)
+	if err != nil {
+		c.err = err
+	}
+	return n, err
+}
+
+type readerOnly struct{ r io.Reader }
+
+func (o readerOnly) Read(p []byte) (int, error) { return o.r.Read(p) }

@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"math/rand/v2"
 	"sort"
@@ -43,7 +44,19 @@ func encode(t *testing.T, data []byte, c Codec) []byte {
 	return buf.Bytes()
 }
 
+// decode decodes obj twice, by Read and by WriteTo, and fails unless both
+// agree: on the bytes and Info when they succeed, on ErrCorrupt when not.
 func decode(obj []byte, wrap func(io.Reader) io.Reader) ([]byte, Info, error) {
+	out, info, err := decodeBy(obj, wrap, false)
+	out2, info2, err2 := decodeBy(obj, wrap, true)
+	if (err == nil) != (err2 == nil) || errors.Is(err, ErrCorrupt) != errors.Is(err2, ErrCorrupt) ||
+		(err == nil && (!bytes.Equal(out, out2) || info != info2)) {
+		return nil, Info{}, fmt.Errorf("Read and WriteTo disagree: %v (%d bytes) against %v (%d bytes)", err, len(out), err2, len(out2))
+	}
+	return out, info, err
+}
+
+func decodeBy(obj []byte, wrap func(io.Reader) io.Reader, writeTo bool) ([]byte, Info, error) {
 	var src io.Reader = bytes.NewReader(obj)
 	if wrap != nil {
 		src = wrap(src)
@@ -53,6 +66,11 @@ func decode(obj []byte, wrap func(io.Reader) io.Reader) ([]byte, Info, error) {
 		return nil, Info{}, err
 	}
 	defer r.Close()
+	if writeTo {
+		var out bytes.Buffer
+		_, err := r.WriteTo(&out)
+		return out.Bytes(), r.Info(), err
+	}
 	out, err := io.ReadAll(r)
 	return out, r.Info(), err
 }
@@ -204,6 +222,34 @@ func TestSourceErrorIsNotCorruption(t *testing.T) {
 	_, err = io.ReadAll(r)
 	if !errors.Is(err, boom) || errors.Is(err, ErrCorrupt) {
 		t.Fatalf("got %v, want the source error and not ErrCorrupt", err)
+	}
+	src = io.MultiReader(bytes.NewReader(obj[:len(obj)/2]), iotest.ErrReader(boom))
+	if r, err = NewReader(src); err != nil {
+		t.Fatal(err)
+	}
+	if _, err = r.WriteTo(io.Discard); !errors.Is(err, boom) || errors.Is(err, ErrCorrupt) {
+		t.Fatalf("WriteTo: got %v, want the source error and not ErrCorrupt", err)
+	}
+}
+
+// WriteTo's destination failing is that failure, not corruption, and it
+// gets nothing after it failed.
+func TestWriteToDestinationErrorIsNotCorruption(t *testing.T) {
+	obj := encode(t, sample(1<<20, true), Zstd)
+	r, err := NewReader(bytes.NewReader(obj))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	dst := &failAfter{limit: 100 << 10}
+	if _, err := r.WriteTo(dst); err == nil || err.Error() != "disk full" {
+		t.Fatalf("got %v, want the destination's error, unwrapped", err)
+	}
+	if dst.lateWrites != 0 {
+		t.Fatalf("the destination got %d writes after it failed", dst.lateWrites)
+	}
+	if _, err := r.Read(make([]byte, 10)); err == nil || err.Error() != "disk full" {
+		t.Fatalf("Read after a failed WriteTo: %v", err)
 	}
 }
 

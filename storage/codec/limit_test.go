@@ -46,25 +46,31 @@ func TestLimitRefusesDecompressionBomb(t *testing.T) {
 	if len(obj) > 200<<10 {
 		t.Fatalf("bomb is %d bytes, want a giant ratio", len(obj))
 	}
-	var before, after runtime.MemStats
-	runtime.GC()
-	runtime.ReadMemStats(&before)
-	r, err := NewReader(bytes.NewReader(obj))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
-	r.SetLimit(limit)
-	n, err := io.Copy(io.Discard, r)
-	runtime.ReadMemStats(&after)
-	if !errors.Is(err, ErrCorrupt) {
-		t.Fatalf("bomb read %d bytes and ended with %v, want ErrCorrupt", n, err)
-	}
-	if n > limit+1<<20 {
-		t.Errorf("read %d bytes past a limit of %d", n, limit)
-	}
-	if alloc := after.TotalAlloc - before.TotalAlloc; alloc > 32<<20 {
-		t.Errorf("decoding the bomb allocated %d MiB", alloc>>20)
+	// Both ways out of a Reader: Read into a caller's buffer, and WriteTo.
+	for name, drain := range map[string]func(*Reader) (int64, error){
+		"Read":    func(r *Reader) (int64, error) { return io.CopyBuffer(io.Discard, readerOnly{r}, make([]byte, 32<<10)) },
+		"WriteTo": func(r *Reader) (int64, error) { return r.WriteTo(io.Discard) },
+	} {
+		var before, after runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		r, err := NewReader(bytes.NewReader(obj))
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.SetLimit(limit)
+		n, err := drain(r)
+		r.Close()
+		runtime.ReadMemStats(&after)
+		if !errors.Is(err, ErrCorrupt) {
+			t.Fatalf("%s: bomb read %d bytes and ended with %v, want ErrCorrupt", name, n, err)
+		}
+		if n > limit+1<<20 {
+			t.Errorf("%s: read %d bytes past a limit of %d", name, n, limit)
+		}
+		if alloc := after.TotalAlloc - before.TotalAlloc; alloc > 32<<20 {
+			t.Errorf("%s: decoding the bomb allocated %d MiB", name, alloc>>20)
+		}
 	}
 	// Control: the same object without a limit decodes far beyond it, so
 	// the limit (not some other check) is what stopped it above.
