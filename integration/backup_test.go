@@ -413,3 +413,52 @@ func TestBackupTablespaceRestoresRemapped(t *testing.T) {
 		})
 	}
 }
+
+// Scenario 24: a backup taken from a streaming standby (pitr backup --dsn
+// pointing at the standby) restores. The standby does not archive; its
+// primary does, into the same repository. pg_basebackup cannot switch WAL
+// on a standby, so the backup's last segment reaches the repository only
+// once the primary finishes it, and pitr waits for it: here the primary
+// switches WAL every 200 ms meanwhile, as archive_timeout or traffic would.
+// The backup records that it was taken from a standby, and a restore of it
+// reaches consistency with the primary's data.
+func TestBackupFromStandbyRestores(t *testing.T) {
+	t.Parallel()
+	r := newRepo(t, "file", nil)
+	primary := archivingCluster(t, r, 0)
+	primary.Exec(t, "CREATE TABLE static AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 50000) g")
+	wantStatic := primary.QueryString(t, staticDigest)
+	standby := pgtest.NewStandby(t, primary, pgtest.Options{})
+	standby.Start(t)
+	standby.WaitFor(t, time.Minute, func() bool {
+		got, err := standby.TryQueryString(staticDigest)
+		return err == nil && got == wantStatic
+	})
+
+	stop := make(chan struct{})
+	switched := make(chan struct{})
+	go func() {
+		defer close(switched)
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(200 * time.Millisecond):
+				_ = primary.TryExec("SELECT pg_switch_wal()")
+			}
+		}
+	}()
+	name := r.backup(t, standby)
+	close(stop)
+	<-switched
+
+	list := r.listBackups(t)
+	if len(list) != 1 || list[0].Name != name || list[0].BackupFrom != "standby" {
+		t.Fatalf("backup list after a backup of the standby: %+v", list)
+	}
+	restored := restoreBackup(t, r, primary, name, nil)
+	if got := restored.QueryString(t, staticDigest); got != wantStatic {
+		t.Fatalf("static table differs after restoring the standby's backup: %s, want %s", got, wantStatic)
+	}
+	amcheck(t, restored)
+}
