@@ -410,21 +410,12 @@ func NewReaderOptions(src io.Reader, opts ReadOptions) (*Reader, error) {
 		r.body = r.src
 		r.closer = func() {}
 	case Zstd:
-		dec, err := zstd.NewReader(r.src,
-			zstd.WithDecoderConcurrency(max(opts.Concurrency, 1)),
-			// Bounds memory on hostile input: our encoder never uses a larger window.
-			zstd.WithDecoderMaxWindow(MaxWindow),
-			zstd.WithDecoderMaxMemory(MaxWindow),
-			// The trailer's checksum covers every byte. Without this, the
-			// decoder's concurrent mode hashes all output with XXH64 even
-			// for frames that carry no checksum (ours never do): 7% of a
-			// restore's extraction CPU.
-			zstd.IgnoreChecksum(true))
+		body, closer, err := newZstdDecoder(r.src, opts)
 		if err != nil {
-			return nil, fmt.Errorf("zstd decoder: %w", err)
+			return nil, err
 		}
-		r.body = dec
-		r.closer = dec.Close
+		r.body = body
+		r.closer = closer
 	default:
 		return nil, fmt.Errorf("%w: unknown codec id %d in header", ErrCorrupt, hdr[5])
 	}
@@ -575,3 +566,21 @@ func (c *checkingWriter) Write(p []byte) (int, error) {
 type readerOnly struct{ r io.Reader }
 
 func (o readerOnly) Read(p []byte) (int, error) { return o.r.Read(p) }
+
+// newGoZstdDecoder decodes with klauspost/compress's pure-Go decoder.
+func newGoZstdDecoder(src io.Reader, opts ReadOptions) (io.Reader, func(), error) {
+	dec, err := zstd.NewReader(src,
+		zstd.WithDecoderConcurrency(max(opts.Concurrency, 1)),
+		// Bounds memory on hostile input: our encoder never uses a larger window.
+		zstd.WithDecoderMaxWindow(MaxWindow),
+		zstd.WithDecoderMaxMemory(MaxWindow),
+		// The trailer's checksum covers every byte. Without this, the
+		// decoder's concurrent mode hashes all output with XXH64 even
+		// for frames that carry no checksum (ours never do): 7% of a
+		// restore's extraction CPU.
+		zstd.IgnoreChecksum(true))
+	if err != nil {
+		return nil, nil, fmt.Errorf("zstd decoder: %w", err)
+	}
+	return dec, dec.Close, nil
+}

@@ -44,24 +44,32 @@ func encode(t *testing.T, data []byte, c Codec) []byte {
 	return buf.Bytes()
 }
 
-// decode decodes obj twice, by Read and by WriteTo, and fails unless both
-// agree: on the bytes and Info when they succeed, on ErrCorrupt when not.
+// decode decodes obj by Read and by WriteTo, with the decoder one-segment
+// commands use and with the concurrent one a restore uses (the pure-Go
+// decoder; a libzstd build decodes the other way with the C library), and
+// fails unless all agree: on the bytes and Info when they succeed, on
+// ErrCorrupt when not.
 func decode(obj []byte, wrap func(io.Reader) io.Reader) ([]byte, Info, error) {
-	out, info, err := decodeBy(obj, wrap, false)
-	out2, info2, err2 := decodeBy(obj, wrap, true)
-	if (err == nil) != (err2 == nil) || errors.Is(err, ErrCorrupt) != errors.Is(err2, ErrCorrupt) ||
-		(err == nil && (!bytes.Equal(out, out2) || info != info2)) {
-		return nil, Info{}, fmt.Errorf("Read and WriteTo disagree: %v (%d bytes) against %v (%d bytes)", err, len(out), err2, len(out2))
+	out, info, err := decodeBy(obj, wrap, false, ReadOptions{})
+	for _, way := range []struct {
+		writeTo bool
+		opts    ReadOptions
+	}{{true, ReadOptions{}}, {false, ReadOptions{Concurrency: 2}}, {true, ReadOptions{Concurrency: 2}}} {
+		out2, info2, err2 := decodeBy(obj, wrap, way.writeTo, way.opts)
+		if (err == nil) != (err2 == nil) || errors.Is(err, ErrCorrupt) != errors.Is(err2, ErrCorrupt) ||
+			(err == nil && (!bytes.Equal(out, out2) || info != info2)) {
+			return nil, Info{}, fmt.Errorf("Read and WriteTo (%+v) disagree: %v (%d bytes) against %v (%d bytes)", way, err, len(out), err2, len(out2))
+		}
 	}
 	return out, info, err
 }
 
-func decodeBy(obj []byte, wrap func(io.Reader) io.Reader, writeTo bool) ([]byte, Info, error) {
+func decodeBy(obj []byte, wrap func(io.Reader) io.Reader, writeTo bool, opts ReadOptions) ([]byte, Info, error) {
 	var src io.Reader = bytes.NewReader(obj)
 	if wrap != nil {
 		src = wrap(src)
 	}
-	r, err := NewReader(src)
+	r, err := NewReaderOptions(src, opts)
 	if err != nil {
 		return nil, Info{}, err
 	}

@@ -39,9 +39,9 @@ import (
 // compressed by the system's C zstd library, the one PostgreSQL links: on
 // the benchmark's 128 pgbench WAL segments it is about a quarter faster than
 // the pure-Go encoder and stores 4% less. Otherwise pitr keeps the pure-Go
-// encoder (zstd_purego.go). Both write standard zstd frames, and reading
-// always uses the pure-Go decoder with its window and memory limits
-// (limit.go), so which encoder wrote an object never matters to a reader.
+// encoder (zstd_purego.go). Both write standard zstd frames, and both
+// decoders (unzstd_libzstd.go) refuse the same windows (limit.go), so which
+// encoder wrote an object never matters to a reader.
 const Encoder = "libzstd (system library)"
 
 // zstdParams are what a pitr level means to libzstd.
