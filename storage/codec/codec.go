@@ -364,10 +364,13 @@ type Reader struct {
 
 // ReadOptions tune decoding; the zero value is what NewReader does.
 type ReadOptions struct {
-	// Concurrency lets the zstd decoder decode up to this many blocks
-	// ahead on its own goroutines, so Read (and the SHA-256 it computes)
-	// runs beside the decoding instead of after it. 0 or 1: decoding
-	// happens inside Read, which suits one-segment commands.
+	// Concurrency lets the pure-Go zstd decoder decode up to this many
+	// blocks ahead on its own goroutines, so Read (and the checksum it
+	// computes) runs beside the decoding instead of after it. 0 or 1:
+	// decoding happens inside Read, which suits one-segment commands. A
+	// build with libzstd decodes with it on the calling goroutine whatever
+	// this says: on one core it is faster than the pure-Go decoder on two
+	// (unzstd_libzstd.go).
 	Concurrency int
 	// HashAside computes the SHA-256 on its own goroutine instead of
 	// inside Read. Hashing costs about as much CPU as decoding WAL, so a
@@ -375,6 +378,9 @@ type ReadOptions struct {
 	// decoding time; unlike decoder Concurrency, which costs more than it
 	// gains on one segment.
 	HashAside bool
+	// pureGo makes a libzstd build decode with the pure-Go decoder, so
+	// that its tests cover both decoders.
+	pureGo bool
 }
 
 // NewReader reads the header from src and returns a Reader of the original bytes.

@@ -44,17 +44,16 @@ func encode(t *testing.T, data []byte, c Codec) []byte {
 	return buf.Bytes()
 }
 
-// decode decodes obj by Read and by WriteTo, with the decoder one-segment
-// commands use and with the concurrent one a restore uses (the pure-Go
-// decoder; a libzstd build decodes the other way with the C library), and
-// fails unless all agree: on the bytes and Info when they succeed, on
-// ErrCorrupt when not.
+// decode decodes obj by Read and by WriteTo, with this build's decoder and
+// with the pure-Go one, concurrent (a libzstd build decodes with the C
+// library otherwise), and fails unless all agree: on the bytes and Info
+// when they succeed, on ErrCorrupt when not.
 func decode(obj []byte, wrap func(io.Reader) io.Reader) ([]byte, Info, error) {
 	out, info, err := decodeBy(obj, wrap, false, ReadOptions{})
 	for _, way := range []struct {
 		writeTo bool
 		opts    ReadOptions
-	}{{true, ReadOptions{}}, {false, ReadOptions{Concurrency: 2}}, {true, ReadOptions{Concurrency: 2}}} {
+	}{{true, ReadOptions{}}, {false, ReadOptions{Concurrency: 2, pureGo: true}}, {true, ReadOptions{Concurrency: 2, pureGo: true}}} {
 		out2, info2, err2 := decodeBy(obj, wrap, way.writeTo, way.opts)
 		if (err == nil) != (err2 == nil) || errors.Is(err, ErrCorrupt) != errors.Is(err2, ErrCorrupt) ||
 			(err == nil && (!bytes.Equal(out, out2) || info != info2)) {

@@ -133,7 +133,7 @@ func TestConcurrentDecodingDetectsCorruption(t *testing.T) {
 	}
 	obj := buf.Bytes()
 	for _, at := range []int{headerSize + 5, headerSize + len(obj)/3, len(obj)/2 + 7, len(obj) - trailerSize - 1, len(obj) - 1} {
-		r, err := NewReaderOptions(bytes.NewReader(flip(obj, at)), ReadOptions{Concurrency: 2})
+		r, err := NewReaderOptions(bytes.NewReader(flip(obj, at)), ReadOptions{Concurrency: 2, pureGo: true})
 		if err == nil {
 			_, err = io.Copy(io.Discard, r)
 			r.Close()
@@ -154,10 +154,10 @@ func TestConcurrentDecodingDetectsCorruption(t *testing.T) {
 		t.Fatal(err)
 	}
 	withCRC.Write(obj[len(obj)-trailerSize:])
-	for _, conc := range []int{1, 2} {
-		got, info, err := decodeOptions(withCRC.Bytes(), ReadOptions{Concurrency: conc})
+	for _, opts := range []ReadOptions{{}, {Concurrency: 1, pureGo: true}, {Concurrency: 2, pureGo: true}} {
+		got, info, err := decodeOptions(withCRC.Bytes(), opts)
 		if err != nil || !bytes.Equal(got, data) || info != wantInfo(data, XXH3) {
-			t.Fatalf("concurrency %d: a frame with its own checksum did not read back: %v", conc, err)
+			t.Fatalf("%+v: a frame with its own checksum did not read back: %v", opts, err)
 		}
 	}
 }
