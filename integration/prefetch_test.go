@@ -100,6 +100,7 @@ func TestRecoveryWithPrefetchRestarted(t *testing.T) {
 	rc := pgtest.RestoredCluster(t, backupDir, pgtest.Options{RestoreCommand: w.command()})
 	rc.Start(t)
 	w.waitHeld(t, 2*time.Minute)
+	assertPrefetcherNiced(t, rc.DataDir())
 	rc.Kill(t) // recovery crashes with segments after hold in the spool
 	w.release()
 	before := len(w.calls(t))
@@ -156,5 +157,26 @@ func appendConfig(t *testing.T, r *testRepo, lines string) {
 	defer f.Close()
 	if _, err := f.WriteString(lines); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// assertPrefetcherNiced checks that the prefetcher of the recovery in
+// dataDir runs at nice 10 (cmd/pitr's prefetcherNice) on every thread: it
+// must not take CPU from the startup process, which replays WAL and waits
+// for each restore_command.
+func assertPrefetcherNiced(t *testing.T, dataDir string) {
+	t.Helper()
+	pids := pgtest.ProcessesIn(dataDir, "wal-prefetch")
+	if len(pids) != 1 {
+		t.Fatalf("want one prefetcher working in %s, found %v", dataDir, pids)
+	}
+	nices, err := pgtest.ThreadNices(pids[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range nices {
+		if n != 10 {
+			t.Fatalf("prefetcher %d: thread nice values %v, want 10 on every thread", pids[0], nices)
+		}
 	}
 }

@@ -184,6 +184,7 @@ func runWALPrefetch(ctx context.Context, env *environment, args []string) error 
 			return fmt.Errorf("%s: %w", prefetchIdleEnv, err)
 		}
 	}
+	lowerOwnPriority(prefetcherNice)
 	env.log.Debug("prefetcher started", "pid", os.Getpid(), "ahead", sp.Ahead)
 	if p := os.Getenv(prefetchRusageEnv); p != "" {
 		defer appendRusage(p)
@@ -212,6 +213,27 @@ func closeInheritedOnExec() {
 	for _, e := range entries {
 		if fd, err := strconv.Atoi(e.Name()); err == nil && fd > 2 {
 			syscall.CloseOnExec(fd)
+		}
+	}
+}
+
+// prefetcherNice is the prefetcher's nice value. Replay is the critical
+// path: PostgreSQL's startup process applies WAL on one core and stops for
+// every restore_command, and the prefetcher only has to stay ahead of it.
+const prefetcherNice = 10
+
+// lowerOwnPriority sets every thread of this process to nice n (Linux keeps
+// a nice value per thread, and a thread the runtime starts later inherits
+// it from the thread that starts it). Failures are ignored: the priority is
+// an optimisation.
+func lowerOwnPriority(n int) {
+	entries, err := os.ReadDir("/proc/self/task")
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		if tid, err := strconv.Atoi(e.Name()); err == nil {
+			_ = syscall.Setpriority(syscall.PRIO_PROCESS, tid, n)
 		}
 	}
 }

@@ -1,8 +1,15 @@
 package main
 
 import (
+	"fmt"
+	"os"
+	"os/exec"
+	"runtime"
 	"strings"
+	"sync"
 	"testing"
+
+	"github.com/pitr-dev/pitr/internal/pgtest"
 )
 
 func TestParseFetchAhead(t *testing.T) {
@@ -32,5 +39,54 @@ func TestWalPrefetchIsHidden(t *testing.T) {
 	_, stdout, _ := runPitr(t, "help")
 	if strings.Contains(stdout, "wal-prefetch") || !strings.Contains(stdout, "wal-fetch") {
 		t.Fatalf("help lists wal-prefetch or lacks wal-fetch:\n%s", stdout)
+	}
+}
+
+// lowerOwnPriority reaches every thread, and the threads the runtime starts
+// afterwards inherit the nice value. Run in a child process, so that this
+// test binary keeps its own priority.
+func TestLowerOwnPriorityCoversLaterThreads(t *testing.T) {
+	if os.Getenv("PITR_TEST_PRIORITY_CHILD") == "1" {
+		lowerOwnPriority(7)
+		// Goroutines locked to their threads while they wait make the
+		// runtime start new threads for everything else.
+		release := make(chan struct{})
+		var started sync.WaitGroup
+		for range 4 {
+			started.Add(1)
+			go func() {
+				runtime.LockOSThread()
+				started.Done()
+				<-release
+			}()
+		}
+		started.Wait()
+		nices, err := pgtest.ThreadNices(os.Getpid())
+		close(release)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fmt.Printf("nices %v\n", nices)
+		return
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^TestLowerOwnPriorityCoversLaterThreads$", "-test.v")
+	cmd.Env = append(os.Environ(), "PITR_TEST_PRIORITY_CHILD=1")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("child: %v\n%s", err, out)
+	}
+	_, line, ok := strings.Cut(string(out), "nices [")
+	if !ok {
+		t.Fatalf("child printed no nice values:\n%s", out)
+	}
+	line, _, _ = strings.Cut(line, "]")
+	fields := strings.Fields(line)
+	if len(fields) < 5 {
+		t.Fatalf("child had %d threads (%q), want the four locked ones and more", len(fields), line)
+	}
+	for _, f := range fields {
+		if f != "7" {
+			t.Fatalf("thread nice values %q: want 7 for every thread", line)
+		}
 	}
 }
