@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/pitr-dev/pitr/archive/wal"
+	"github.com/pitr-dev/pitr/internal/durable"
 	"github.com/pitr-dev/pitr/internal/writeback"
 	"github.com/pitr-dev/pitr/repo"
 	"github.com/pitr-dev/pitr/storage"
@@ -174,20 +175,8 @@ func writeVerified(dest string, src io.WriterTo, check func(*os.File, int64) err
 		return n, err
 	}
 	done = true
-	if err := syncDir(dir); err != nil {
+	if err := durable.SyncDir(dir); err != nil {
 		return n, err
 	}
 	return n, nil
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("sync directory %s: %w", dir, err)
-	}
-	return nil
 }

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/pitr-dev/pitr/archive/wal"
+	"github.com/pitr-dev/pitr/internal/durable"
 	"github.com/pitr-dev/pitr/repo"
 )
 
@@ -245,7 +246,7 @@ func (s *Spool) take(name, dest string) (int64, bool) {
 	if err := os.Rename(p, dest); err != nil {
 		return 0, false
 	}
-	if err := syncDir(filepath.Dir(dest)); err != nil {
+	if err := durable.SyncDir(filepath.Dir(dest)); err != nil {
 		// PostgreSQL durable_renames the file right after; a failed
 		// directory sync here is not worth failing the fetch for, but the
 		// file is already at dest, so it is success either way.

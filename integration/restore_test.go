@@ -798,6 +798,19 @@ func TestRestoreStart(t *testing.T) {
 	if !strings.Contains(res.stderr, "recovery.conf") {
 		t.Fatalf("restore did not say it removed the backup's recovery.conf: %v", res)
 	}
+	// The promotion is pitr's (pg_ctl promote, requested during replay),
+	// acted on where recovery paused at the target, never before it; the
+	// server opens without waiting for an end-of-recovery checkpoint.
+	serverLog, err := os.ReadFile(filepath.Join(pgdata, "pitr-restore.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop := strings.Index(string(serverLog), "recovery stopping before commit of transaction "+s.xidB)
+	pause := strings.Index(string(serverLog), "pausing at the end of recovery")
+	promote := strings.Index(string(serverLog), "received promote request")
+	if stop < 0 || pause < stop || promote < pause || strings.Contains(string(serverLog), "end-of-recovery") {
+		t.Fatalf("want the stop at B's commit, a pause there, the promotion after it and no end-of-recovery checkpoint; server log:\n%s", serverLog)
+	}
 	if _, err := os.Stat(filepath.Join(pgdata, "recovery.conf")); !os.IsNotExist(err) {
 		t.Fatalf("recovery.conf is still in the restored directory: %v", err)
 	}

@@ -245,7 +245,7 @@ func (d *drill) run(ctx context.Context, in Inputs) {
 	}
 	d.started = true
 	out, err := StartAndWait(ctx, StartOptions{PGBin: d.bin, PGData: d.pgdata, Port: d.port,
-		LogFile: filepath.Join(d.scratch, "server.log"), Action: ActionPromote, Timeout: d.opts.RecoveryTimeout})
+		LogFile: filepath.Join(d.scratch, "server.log"), Action: ActionPromote, Timeout: d.opts.RecoveryTimeout, FastPromote: true})
 	rep.LastTransaction, rep.RedoDone = out.LastTransaction, out.RedoDone
 	if err != nil {
 		rep.fail("recovery", err.Error())

@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/pitr-dev/pitr/internal/durable"
 	"github.com/pitr-dev/pitr/internal/lazyre"
 )
 
@@ -25,6 +26,16 @@ type StartOptions struct {
 	LogFile string
 	Action  Action
 	Timeout time.Duration // 0: no limit beyond ctx
+	// FastPromote, with Action promote, has recovery pause at the target
+	// and promotes the paused server (pg_ctl promote) instead of letting
+	// recovery_target_action = 'promote' end it. PostgreSQL ends a
+	// recovery that stops at its target with an end-of-recovery
+	// checkpoint it waits for, after any restartpoint in progress; a
+	// promotion writes an end-of-recovery record and opens at once, the
+	// way a standby is promoted, and checkpoints afterwards. The restored
+	// server is the same either way; only the wait differs (0.6 s
+	// against about 0.1 s in the benchmark's restore).
+	FastPromote bool
 }
 
 // Outcome is where recovery stopped, as the server reported it.
@@ -65,26 +76,96 @@ func StartAndWait(ctx context.Context, opts StartOptions) (Outcome, error) {
 		ctx, cancel = context.WithTimeout(ctx, opts.Timeout)
 		defer cancel()
 	}
+	fast := false
+	if opts.FastPromote && opts.Action == ActionPromote {
+		var err error
+		if fast, err = pauseToPromote(ctx, opts); err != nil {
+			return Outcome{}, err
+		}
+	}
+	out, err := startAndFollow(ctx, opts, fast)
+	if err == nil && fast && out.State == "shut down" {
+		// The server stopped at the target instead of pausing, which
+		// PostgreSQL does when it cannot pause (hot standby off, or, in
+		// some versions, never active). Recovery restarts from its last
+		// restartpoint and promotes the usual way.
+		if err := setTargetAction(opts.PGData, ActionPause, ActionPromote, "pitr: the server could not pause at the target"); err != nil {
+			return out, err
+		}
+		return startAndFollow(ctx, opts, false)
+	}
+	return out, err
+}
+
+// startAndFollow starts the server and follows the log it writes from now
+// on. With promoteAtPause, a server paused at the end of recovery is
+// promoted.
+func startAndFollow(ctx context.Context, opts StartOptions, promoteAtPause bool) (Outcome, error) {
+	var logStart int64
+	if fi, err := os.Stat(opts.LogFile); err == nil {
+		logStart = fi.Size() // pg_ctl -l appends: an earlier start's lines are not this one's
+	}
+	readLog := func() []byte {
+		b, _ := os.ReadFile(opts.LogFile)
+		if int64(len(b)) < logStart {
+			return nil
+		}
+		return b[logStart:]
+	}
 	pgctl := filepath.Join(opts.PGBin, "pg_ctl")
 	start := exec.CommandContext(ctx, pgctl, "-D", opts.PGData, "-l", opts.LogFile, "-o", "-p "+strconv.Itoa(opts.Port), "start")
 	if out, err := start.CombinedOutput(); err != nil {
-		return Outcome{}, fmt.Errorf("pg_ctl start: %v: %s%s", err, strings.TrimSpace(string(out)), fatalFrom(opts.LogFile))
+		return Outcome{}, fmt.Errorf("pg_ctl start: %v: %s%s", err, strings.TrimSpace(string(out)), fatalIn(readLog()))
+	}
+	promote := func() error {
+		// -W: the log says when it is done; pg_ctl would poll pg_control
+		// every 100 ms for the same answer.
+		b, err := exec.CommandContext(ctx, pgctl, "-D", opts.PGData, "-W", "promote").CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("pg_ctl promote: %v: %s", err, strings.TrimSpace(string(b)))
+		}
+		return nil
+	}
+	// The promotion is requested now, while replay runs: an archive
+	// recovery that is not a standby looks for a promotion request only
+	// where it pauses, so replay still runs to the target, and there the
+	// pause ends at once. Requested after the pause began, it would wait
+	// for the pause's next check, a second later. If this one is lost (a
+	// crash restart forgets it), the pause gets another.
+	var early bool
+	if promoteAtPause {
+		early = promote() == nil
 	}
 	var out Outcome
+	var pausedSince time.Time
+	latePromote := false
 	tick := time.NewTicker(50 * time.Millisecond) // reading a small log file is cheap; a restore waits on this
 	defer tick.Stop()
 	for {
-		log, _ := os.ReadFile(opts.LogFile)
+		log := readLog()
 		out = parseRecoveryLog(log)
 		switch {
+		case out.State == "promoted" && promoteAtPause && out.StopLine == "":
+			// Never expected: the request ended recovery before the target.
+			return out, fmt.Errorf("the server promoted without reaching the recovery target (no \"recovery stopping\" line, redo done at %s); see %s", orNone(out.RedoDone), opts.LogFile)
 		case out.State == "paused" && opts.Action == ActionPause,
 			out.State == "promoted" && opts.Action != ActionShutdown,
 			out.State == "shut down" && opts.Action == ActionShutdown:
 			return out, nil
+		case out.State == "paused" && promoteAtPause && !latePromote:
+			if pausedSince.IsZero() {
+				pausedSince = time.Now()
+			}
+			if !early || time.Since(pausedSince) > 3*time.Second {
+				if err := promote(); err != nil {
+					return out, fmt.Errorf("%w (the server is paused at the target)", err)
+				}
+				latePromote = true
+			}
 		}
 		if !postmasterRunning(opts.PGData) {
 			// Read again: the last lines may have landed after the read above.
-			log, _ = os.ReadFile(opts.LogFile)
+			log = readLog()
 			out = parseRecoveryLog(log)
 			if m := reFatal().FindAllSubmatch(log, -1); len(m) > 0 {
 				return out, fmt.Errorf("recovery failed: %s", m[len(m)-1][1])
@@ -98,10 +179,97 @@ func StartAndWait(ctx context.Context, opts StartOptions) (Outcome, error) {
 		}
 		select {
 		case <-ctx.Done():
-			return out, fmt.Errorf("waiting for recovery: %w (the server is still running; see %s)", ctx.Err(), opts.LogFile)
+			hint := ""
+			if promoteAtPause && !early {
+				hint = "; it pauses at the target, where pg_ctl promote ends recovery"
+			}
+			return out, fmt.Errorf("waiting for recovery: %w (the server is still running%s; see %s)", ctx.Err(), hint, opts.LogFile)
 		case <-tick.C:
 		}
 	}
+}
+
+// pauseToPromote makes a restored server pause at its target instead of
+// promoting itself (see StartOptions.FastPromote), when it can pause:
+// PostgreSQL turns pause into shutdown when hot_standby is off. It reports
+// whether it did; a data directory it does not recognise is left alone.
+func pauseToPromote(ctx context.Context, opts StartOptions) (bool, error) {
+	if action, ok := targetAction(opts.PGData); !ok || action != string(ActionPromote) {
+		return false, nil // no target (latest), or not what pitr restore wrote
+	}
+	// The server's own reading of its configuration, includes and all.
+	b, err := exec.CommandContext(ctx, filepath.Join(opts.PGBin, "postgres"), "-C", "hot_standby", "-D", opts.PGData).Output()
+	if err != nil || strings.TrimSpace(string(b)) != "on" {
+		return false, nil
+	}
+	if err := setTargetAction(opts.PGData, ActionPromote, ActionPause, "pitr: promoted by pitr once paused at the target"); err != nil {
+		return false, err
+	}
+	return true, nil
+}
+
+// targetAction returns the recovery_target_action the server will use from
+// postgresql.auto.conf (the last setting wins), unquoted.
+func targetAction(pgdata string) (string, bool) {
+	b, err := os.ReadFile(filepath.Join(pgdata, "postgresql.auto.conf"))
+	if err != nil {
+		return "", false
+	}
+	_, v, ok := lastSetting(strings.Split(string(b), "\n"), "recovery_target_action")
+	return v, ok
+}
+
+// setTargetAction rewrites the last recovery_target_action line of
+// postgresql.auto.conf from one value to another, with a comment saying
+// why; any other value is an error (someone else's setting).
+func setTargetAction(pgdata string, from, to Action, why string) error {
+	p := filepath.Join(pgdata, "postgresql.auto.conf")
+	b, err := os.ReadFile(p)
+	if err != nil {
+		return fmt.Errorf("set recovery_target_action: %w", err)
+	}
+	lines := strings.Split(string(b), "\n")
+	i, v, ok := lastSetting(lines, "recovery_target_action")
+	if !ok || v != string(from) {
+		return fmt.Errorf("set recovery_target_action in %s: found %q, expected %q", p, v, from)
+	}
+	lines[i] = fmt.Sprintf("recovery_target_action = %s   # %s", quoteConf(string(to)), why)
+	fi, err := os.Stat(p)
+	if err != nil {
+		return err
+	}
+	// Replaced the way ALTER SYSTEM replaces it: a crash leaves the old
+	// file or the new one, never half of one.
+	tmp := p + ".tmp"
+	if err := writeFileSync(tmp, []byte(strings.Join(lines, "\n")), fi.Mode().Perm()); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("set recovery_target_action: %w", err)
+	}
+	if err := os.Rename(tmp, p); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("set recovery_target_action: %w", err)
+	}
+	return durable.SyncDir(pgdata)
+}
+
+// lastSetting finds the last line that sets name, in the syntax pitr
+// writes and ALTER SYSTEM keeps: name = 'value', maybe a comment after.
+func lastSetting(lines []string, name string) (int, string, bool) {
+	for i := len(lines) - 1; i >= 0; i-- {
+		k, v, ok := strings.Cut(lines[i], "=")
+		if !ok || !strings.EqualFold(strings.TrimSpace(k), name) {
+			continue
+		}
+		v = strings.TrimSpace(v)
+		if strings.HasPrefix(v, "'") {
+			if end := strings.Index(v[1:], "'"); end >= 0 {
+				return i, v[1 : end+1], true
+			}
+		}
+		v, _, _ = strings.Cut(v, "#")
+		return i, strings.TrimSpace(v), true
+	}
+	return 0, "", false
 }
 
 func parseRecoveryLog(log []byte) Outcome {
@@ -116,10 +284,10 @@ func parseRecoveryLog(log []byte) Outcome {
 		o.RedoDone = string(m[1])
 	}
 	switch {
+	case reRecComplete().Match(log) && afterLast(log, reRecComplete(), rePromoted()):
+		o.State = "promoted" // perhaps after a pause at the target
 	case rePaused().Match(log):
 		o.State = "paused"
-	case reRecComplete().Match(log) && afterLast(log, reRecComplete(), rePromoted()):
-		o.State = "promoted"
 	case reShutdown().Match(log):
 		o.State = "shut down"
 	}
@@ -135,11 +303,7 @@ func afterLast(log []byte, a, b *regexp.Regexp) bool {
 	return b.Match(log[ia[len(ia)-1][1]:])
 }
 
-func fatalFrom(logFile string) string {
-	log, err := os.ReadFile(logFile)
-	if err != nil {
-		return ""
-	}
+func fatalIn(log []byte) string {
 	if m := reFatal().FindAllSubmatch(log, -1); len(m) > 0 {
 		return "; server said: " + string(m[len(m)-1][1])
 	}

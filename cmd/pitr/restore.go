@@ -171,7 +171,7 @@ func startRestored(ctx context.Context, env *environment, cfg Config, plan pitr.
 	}
 	logFile := filepath.Join(pgdata, "pitr-restore.log")
 	fmt.Fprintf(env.stdout, "starting PostgreSQL on port %d (log: %s)\n", port, logFile)
-	out, err := pitr.StartAndWait(ctx, pitr.StartOptions{PGBin: bin, PGData: pgdata, Port: port, LogFile: logFile, Action: plan.Target.Action, Timeout: timeout})
+	out, err := pitr.StartAndWait(ctx, pitr.StartOptions{PGBin: bin, PGData: pgdata, Port: port, LogFile: logFile, Action: plan.Target.Action, Timeout: timeout, FastPromote: true})
 	if err != nil {
 		return err
 	}

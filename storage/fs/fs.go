@@ -17,6 +17,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/pitr-dev/pitr/internal/durable"
 	"github.com/pitr-dev/pitr/internal/writeback"
 	"github.com/pitr-dev/pitr/storage"
 )
@@ -115,7 +116,7 @@ func (s *Store) Put(ctx context.Context, key string, r io.Reader) (err error) {
 	}
 	renamed = true
 	// The rename is only durable once the directory entry is on disk.
-	if err := syncDir(dir); err != nil {
+	if err := durable.SyncDir(dir); err != nil {
 		return fmt.Errorf("fs put %s: fsync dir: %w", key, writeErr(err))
 	}
 	return nil
@@ -261,7 +262,7 @@ func (s *Store) Delete(ctx context.Context, key string) error {
 	if err := os.Remove(path); err != nil && !isNotExist(err) {
 		return fmt.Errorf("fs delete %s: %w", key, writeErr(err))
 	}
-	if err := syncDir(filepath.Dir(path)); err != nil {
+	if err := durable.SyncDir(filepath.Dir(path)); err != nil {
 		return fmt.Errorf("fs delete %s: fsync dir: %w", key, writeErr(err))
 	}
 	return nil
@@ -375,28 +376,11 @@ func mkdirAll(dir string) error {
 		if err := os.Chmod(d, DirPerm); err != nil {
 			return err
 		}
-		if err := syncDir(filepath.Dir(d)); err != nil {
+		if err := durable.SyncDir(filepath.Dir(d)); err != nil {
 			return err
 		}
 	}
 	return nil
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	// Some filesystems cannot fsync a directory; their renames are as durable
-	// as they get.
-	if errors.Is(err, syscall.EINVAL) {
-		return nil
-	}
-	return err
 }
 
 // ctxReader stops a long copy when ctx is cancelled, so a Put of a slow

@@ -882,8 +882,7 @@ var (
 
 // waitPromoted follows the server log until recovery is complete and the
 // server accepts connections: the moment pitr restore --start reports
-// success. It polls every 50 ms (pitr polls every 200 ms), so the
-// comparison errs in pgBackRest's favour.
+// success. It polls every 50 ms, as pitr does.
 func waitPromoted(ctx context.Context, pgdata, logPath string, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	for {
@@ -1180,7 +1179,8 @@ func (b *bench) report(w io.Writer, bk *backupResults, rs *restoreResults) bool 
 		b.cfg.clients, rs.tps, targetText(rs.target), ref.events.stopping, ref.history, rs.walSecs)
 	fmt.Fprintf(w, "backups:  pitr %s, pgBackRest %s (gz, defaults; taken right after pitr's, so pitr's restore replays a little more)\n", bk.lastPitr, bk.lastPGBR)
 	fmt.Fprintf(w, "how:      `pitr restore --target T --pgdata D --start --port P` | `pgbackrest restore --set B --type=time --target=T --target-action=promote` + `pg_ctl start`,\n")
-	fmt.Fprintf(w, "          then the log is polled until \"archive recovery complete\" + \"ready to accept connections\" (pitr every 200 ms, backupbench every 50 ms)\n")
+	fmt.Fprintf(w, "          then the log is polled until \"archive recovery complete\" + \"ready to accept connections\" (both every 50 ms);\n")
+	fmt.Fprintf(w, "          pitr promotes with pg_ctl promote at a pause at the target, pgBackRest's recovery_target_action = 'promote' waits for an end-of-recovery checkpoint\n")
 	fmt.Fprintf(w, "          restore_command: pitr wal-fetch | pgbackrest archive-get (default: synchronous, no prefetch); source cluster stopped, same server settings\n")
 	fmt.Fprintf(w, "load:     %s\n", rs.load)
 	fmt.Fprintf(w, "  %-44s", "")
