@@ -288,15 +288,6 @@ func assertEmptyOrAbsent(t *testing.T, dir string) {
 	}
 }
 
-// pitrEnv is r.pitr with extra environment variables.
-func (r *testRepo) pitrEnv(t *testing.T, dir string, env []string, args ...string) result {
-	t.Helper()
-	for _, e := range env {
-		k, v, _ := strings.Cut(e, "=")
-		t.Setenv(k, v)
-	}
-	return r.pitr(t, dir, args...)
-}
 
 // assertSecretsNeverPrinted runs commands that fail in various ways with
 // secrets set (the S3 secret key, a private key), at log level debug, and

@@ -191,11 +191,17 @@ func (r result) String() string {
 // imitating PostgreSQL) with the repository's config.
 func (r *testRepo) pitr(t *testing.T, dir string, args ...string) result {
 	t.Helper()
+	return r.pitrEnv(t, dir, nil, args...)
+}
+
+// pitrEnv is pitr with env added to its environment.
+func (r *testRepo) pitrEnv(t *testing.T, dir string, env []string, args ...string) result {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, pitrBin, args...)
 	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "PITR_CONFIG="+r.configPath)
+	cmd.Env = append(append(os.Environ(), "PITR_CONFIG="+r.configPath), env...)
 	pgtest.RunAs(cmd)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr

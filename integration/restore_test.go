@@ -775,8 +775,8 @@ func deleteObject(t *testing.T, r *testRepo, name string) {
 	}
 }
 
-// --start: pitr starts the restored server, waits for the target and prints
-// where recovery stopped; when the server gives up with a FATAL, pitr prints
+// --start: pitr starts the restored server, waits for the target (however
+// long pg_ctl would wait) and prints where recovery stopped; when the server gives up with a FATAL, pitr prints
 // the server's reason in one line and exits non-zero. Scenario 28: the
 // source's data directory holds a stray recovery.conf (which makes
 // PostgreSQL 12+ refuse to start); the backup carries it, and restore
@@ -790,7 +790,13 @@ func TestRestoreStart(t *testing.T) {
 	}})
 	startedIn := func(pgdata string) { stopOnCleanup(t, s.src, pgdata) }
 
-	pgdata, res := s.restore(t, "--start", "--target", s.mid.Format("2006-01-02 15:04:05.000000")+"+00")
+	// PGCTLTIMEOUT=0: pg_ctl start's own wait for the server to accept
+	// connections ends at once, as its default 60 s ends when the way to
+	// consistency (or, without hot standby, the whole recovery) is longer.
+	// pitr waits on its own terms.
+	dir := pgtest.SharedTempDir(t)
+	pgdata := filepath.Join(dir, "data")
+	res := s.repo.pitrEnv(t, dir, []string{"PGCTLTIMEOUT=0"}, "restore", "--pgdata", pgdata, "--start", "--target", s.mid.Format("2006-01-02 15:04:05.000000")+"+00")
 	startedIn(pgdata)
 	if res.code != 0 || !strings.Contains(res.stdout, "recovery stopping before commit of transaction "+s.xidB) || !strings.Contains(res.stdout, "server promoted") {
 		t.Fatalf("restore --start: %v", res)

@@ -113,16 +113,26 @@ func startAndFollow(ctx context.Context, opts StartOptions, promoteAtPause bool)
 		return b[logStart:]
 	}
 	pgctl := filepath.Join(opts.PGBin, "pg_ctl")
-	start := exec.CommandContext(ctx, pgctl, "-D", opts.PGData, "-l", opts.LogFile, "-o", "-p "+strconv.Itoa(opts.Port), "start")
+	// pg_ctl start waits until the server accepts connections, read-only
+	// ones included, for 60 s by default (PGCTLTIMEOUT) and then fails
+	// while the server goes on: a long way to consistency, or a whole
+	// recovery without hot standby, takes longer. The wait is ours (ctx,
+	// opts.Timeout), so pg_ctl's is made long enough not to end first.
+	wait := 100 * 24 * time.Hour
+	if opts.Timeout > 0 {
+		wait = opts.Timeout + time.Second
+	}
+	start := exec.CommandContext(ctx, pgctl, "-D", opts.PGData, "-l", opts.LogFile, "-o", "-p "+strconv.Itoa(opts.Port),
+		"-t", strconv.Itoa(int(wait.Seconds())), "start")
 	if out, err := start.CombinedOutput(); err != nil {
-		return Outcome{}, fmt.Errorf("pg_ctl start: %v: %s%s", err, strings.TrimSpace(string(out)), fatalIn(readLog()))
+		return Outcome{}, fmt.Errorf("pg_ctl start: %v: %s%s", err, oneLine(out), fatalIn(readLog()))
 	}
 	promote := func() error {
 		// -W: the log says when it is done; pg_ctl would poll pg_control
 		// every 100 ms for the same answer.
 		b, err := exec.CommandContext(ctx, pgctl, "-D", opts.PGData, "-W", "promote").CombinedOutput()
 		if err != nil {
-			return fmt.Errorf("pg_ctl promote: %v: %s", err, strings.TrimSpace(string(b)))
+			return fmt.Errorf("pg_ctl promote: %v: %s", err, oneLine(b))
 		}
 		return nil
 	}
@@ -301,6 +311,11 @@ func afterLast(log []byte, a, b *regexp.Regexp) bool {
 		return false
 	}
 	return b.Match(log[ia[len(ia)-1][1]:])
+}
+
+// oneLine joins a command's output lines for an error message.
+func oneLine(out []byte) string {
+	return strings.Join(strings.Fields(strings.ReplaceAll(strings.TrimSpace(string(out)), "\n", " ; ")), " ")
 }
 
 func fatalIn(log []byte) string {

@@ -329,3 +329,10 @@ func TestStartAndWaitLeavesOtherActions(t *testing.T) {
 		}
 	}
 }
+
+func TestOneLine(t *testing.T) {
+	out := "waiting for server to start.... stopped waiting\npg_ctl: server did not start in time\n"
+	if got, want := oneLine([]byte(out)), "waiting for server to start.... stopped waiting ; pg_ctl: server did not start in time"; got != want {
+		t.Fatalf("got %q, want %q", got, want)
+	}
+}
