@@ -101,17 +101,7 @@ func StartAndWait(ctx context.Context, opts StartOptions) (Outcome, error) {
 // on. With promoteAtPause, a server paused at the end of recovery is
 // promoted.
 func startAndFollow(ctx context.Context, opts StartOptions, promoteAtPause bool) (Outcome, error) {
-	var logStart int64
-	if fi, err := os.Stat(opts.LogFile); err == nil {
-		logStart = fi.Size() // pg_ctl -l appends: an earlier start's lines are not this one's
-	}
-	readLog := func() []byte {
-		b, _ := os.ReadFile(opts.LogFile)
-		if int64(len(b)) < logStart {
-			return nil
-		}
-		return b[logStart:]
-	}
+	readLog := newLogFollower(opts.LogFile).read
 	pgctl := filepath.Join(opts.PGBin, "pg_ctl")
 	// pg_ctl start waits until the server accepts connections, read-only
 	// ones included, for 60 s by default (PGCTLTIMEOUT) and then fails
@@ -152,8 +142,8 @@ func startAndFollow(ctx context.Context, opts StartOptions, promoteAtPause bool)
 	tick := time.NewTicker(50 * time.Millisecond) // reading a small log file is cheap; a restore waits on this
 	defer tick.Stop()
 	for {
-		log := readLog()
-		out = parseRecoveryLog(log)
+		lines := readLog()
+		out = parseRecoveryLog(lines)
 		switch {
 		case out.State == "promoted" && promoteAtPause && out.StopLine == "":
 			// Never expected: the request ended recovery before the target.
@@ -175,9 +165,9 @@ func startAndFollow(ctx context.Context, opts StartOptions, promoteAtPause bool)
 		}
 		if !postmasterRunning(opts.PGData) {
 			// Read again: the last lines may have landed after the read above.
-			log = readLog()
-			out = parseRecoveryLog(log)
-			if m := reFatal().FindAllSubmatch(log, -1); len(m) > 0 {
+			lines = readLog()
+			out = parseRecoveryLog(lines)
+			if m := reFatal().FindAllSubmatch(lines, -1); len(m) > 0 {
 				return out, fmt.Errorf("recovery failed: %s", m[len(m)-1][1])
 			}
 			if out.State == "shut down" {
@@ -280,6 +270,64 @@ func lastSetting(lines []string, name string) (int, string, bool) {
 		return i, strings.TrimSpace(v), true
 	}
 	return 0, "", false
+}
+
+// logFollower reads a server log as it grows and keeps only the lines
+// parseRecoveryLog looks at. A long recovery logs two lines per WAL file
+// (pitr wal-fetch's and the server's "restored log file"): 14 MB for 64k
+// segments, which took 38 ms to scan whole, every 50 ms.
+type logFollower struct {
+	path    string
+	off     int64  // read so far; where pg_ctl -l appends this start's lines
+	partial []byte // a line not finished yet
+	kept    []byte
+}
+
+func newLogFollower(path string) *logFollower {
+	f := &logFollower{path: path}
+	if fi, err := os.Stat(path); err == nil {
+		f.off = fi.Size() // an earlier start's lines are not this one's
+	}
+	return f
+}
+
+// read returns the kept lines of everything logged so far.
+func (f *logFollower) read() []byte {
+	file, err := os.Open(f.path)
+	if err != nil {
+		return f.kept
+	}
+	defer file.Close()
+	if fi, err := file.Stat(); err == nil && fi.Size() < f.off {
+		f.off, f.partial = 0, nil // truncated: start over
+	}
+	buf := make([]byte, 256<<10)
+	for {
+		n, err := file.ReadAt(buf, f.off)
+		f.off += int64(n)
+		data := append(f.partial, buf[:n]...)
+		end := bytes.LastIndexByte(data, '\n') + 1
+		for _, line := range bytes.SplitAfter(data[:end], []byte("\n")) {
+			if recoveryLine(line) {
+				f.kept = append(f.kept, line...)
+			}
+		}
+		f.partial = append([]byte(nil), data[end:]...)
+		if err != nil || n < len(buf) {
+			return f.kept
+		}
+	}
+}
+
+// recoveryLine reports whether parseRecoveryLog or the FATAL check could
+// use line.
+func recoveryLine(line []byte) bool {
+	for _, re := range []*regexp.Regexp{reStopping(), reLastXact(), reRedoDone(), rePaused(), rePromoted(), reRecComplete(), reShutdown(), reFatal()} {
+		if re.Match(line) {
+			return true
+		}
+	}
+	return false
 }
 
 func parseRecoveryLog(log []byte) Outcome {

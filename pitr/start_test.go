@@ -1,6 +1,7 @@
 package pitr
 
 import (
+	"bytes"
 	"context"
 	"os"
 	"path/filepath"
@@ -334,5 +335,47 @@ func TestOneLine(t *testing.T) {
 	out := "waiting for server to start.... stopped waiting\npg_ctl: server did not start in time\n"
 	if got, want := oneLine([]byte(out)), "waiting for server to start.... stopped waiting ; pg_ctl: server did not start in time"; got != want {
 		t.Fatalf("got %q, want %q", got, want)
+	}
+}
+
+// The follower reads only what this start logged, completes lines split
+// across reads, and keeps only the lines that say where recovery is.
+func TestLogFollower(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "server.log")
+	earlier := "2026-11-28 12:39:00.000 UTC [90] LOG:  database system is ready to accept connections\n"
+	if err := os.WriteFile(p, []byte(earlier), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f := newLogFollower(p)
+	appendLog := func(s string) {
+		t.Helper()
+		w, err := os.OpenFile(p, os.O_APPEND|os.O_WRONLY, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := w.WriteString(s); err != nil {
+			t.Fatal(err)
+		}
+		w.Close()
+	}
+	if got := f.read(); len(got) != 0 {
+		t.Fatalf("an earlier start's lines were read: %q", got)
+	}
+	fetched := "time=2026-11-28T12:40:01.190Z level=INFO msg=fetched file=000000010000000000000003 size=16777216\n" +
+		"2026-11-28 12:40:01.200 UTC [100] LOG:  restored log file \"000000010000000000000003\" from archive\n"
+	appendLog(strings.Repeat(fetched, 5000) + "2026-11-28 12:40:01.400 UTC [100] LOG:  recovery stopping before commit of tran")
+	if o := parseRecoveryLog(f.read()); o.StopLine != "" {
+		t.Fatalf("half a line was parsed: %+v", o)
+	}
+	appendLog("saction 742, time 2026-11-28 12:39:31.2+00\n" + fetched + logPromoted[strings.Index(logPromoted, "2026-11-28 12:40:01.400 UTC [100] LOG:  redo done"):])
+	got := f.read()
+	if o := parseRecoveryLog(got); o.State != "promoted" || o.StopLine != "recovery stopping before commit of transaction 742, time 2026-11-28 12:39:31.2+00" {
+		t.Fatalf("parsed %+v from %q", o, got)
+	}
+	if bytes.Contains(got, []byte("restored log file")) || bytes.Contains(got, []byte("msg=fetched")) {
+		t.Fatalf("kept lines nobody reads:\n%s", got)
+	}
+	if n := bytes.Count(got, []byte("\n")); n != 5 {
+		t.Fatalf("kept %d lines, want 5:\n%s", n, got)
 	}
 }
