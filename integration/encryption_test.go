@@ -288,7 +288,6 @@ func assertEmptyOrAbsent(t *testing.T, dir string) {
 	}
 }
 
-
 // assertSecretsNeverPrinted runs commands that fail in various ways with
 // secrets set (the S3 secret key, a private key), at log level debug, and
 // finds the secrets in no output.
