@@ -194,8 +194,20 @@ func startAndFollow(ctx context.Context, opts StartOptions, promoteAtPause bool)
 // PostgreSQL turns pause into shutdown when hot_standby is off. It reports
 // whether it did; a data directory it does not recognise is left alone.
 func pauseToPromote(ctx context.Context, opts StartOptions) (bool, error) {
-	if action, ok := targetAction(opts.PGData); !ok || action != string(ActionPromote) {
+	conf, err := os.ReadFile(filepath.Join(opts.PGData, "postgresql.auto.conf"))
+	if err != nil {
+		return false, nil
+	}
+	lines := strings.Split(string(conf), "\n")
+	if _, action, ok := lastSetting(lines, "recovery_target_action"); !ok || action != string(ActionPromote) {
 		return false, nil // no target (latest), or not what pitr restore wrote
+	}
+	if _, target, _ := lastSetting(lines, "recovery_target"); target == "immediate" {
+		// Recovery stops where it becomes consistent, which is where
+		// pg_ctl start returns: the pause would begin before the request
+		// and wait its second, for an end-of-recovery checkpoint of
+		// the little WAL the backup itself wrote.
+		return false, nil
 	}
 	// The server's own reading of its configuration, includes and all.
 	b, err := exec.CommandContext(ctx, filepath.Join(opts.PGBin, "postgres"), "-C", "hot_standby", "-D", opts.PGData).Output()
@@ -206,17 +218,6 @@ func pauseToPromote(ctx context.Context, opts StartOptions) (bool, error) {
 		return false, err
 	}
 	return true, nil
-}
-
-// targetAction returns the recovery_target_action the server will use from
-// postgresql.auto.conf (the last setting wins), unquoted.
-func targetAction(pgdata string) (string, bool) {
-	b, err := os.ReadFile(filepath.Join(pgdata, "postgresql.auto.conf"))
-	if err != nil {
-		return "", false
-	}
-	_, v, ok := lastSetting(strings.Split(string(b), "\n"), "recovery_target_action")
-	return v, ok
 }
 
 // setTargetAction rewrites the last recovery_target_action line of

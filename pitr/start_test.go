@@ -312,12 +312,14 @@ func touch(t *testing.T, p string) {
 	}
 }
 
-// No recovery target (latest), or an action someone else chose: nothing
-// is rewritten and nothing promoted by pitr.
+// No recovery target (latest), an action someone else chose, or the end
+// of the backup as the target (the pause would begin before the request):
+// nothing is rewritten and nothing promoted by pitr.
 func TestStartAndWaitLeavesOtherActions(t *testing.T) {
 	for _, conf := range []string{
 		"restore_command = 'pitr wal-fetch %f %p'\nrecovery_target_timeline = '1'\n",
 		restoredAutoConf + "recovery_target_action = 'shutdown'   # the operator's\n",
+		"restore_command = 'pitr wal-fetch %f %p'\nrecovery_target_timeline = '1'\nrecovery_target = 'immediate'\nrecovery_target_action = 'promote'\n",
 	} {
 		opts, pgdata := fakeRestored(t, conf)
 		opts.Timeout = 2 * time.Second
@@ -378,4 +380,14 @@ func TestLogFollower(t *testing.T) {
 	if n := bytes.Count(got, []byte("\n")); n != 5 {
 		t.Fatalf("kept %d lines, want 5:\n%s", n, got)
 	}
+}
+
+// targetAction is the recovery_target_action the server would use.
+func targetAction(pgdata string) (string, bool) {
+	b, err := os.ReadFile(filepath.Join(pgdata, "postgresql.auto.conf"))
+	if err != nil {
+		return "", false
+	}
+	_, v, ok := lastSetting(strings.Split(string(b), "\n"), "recovery_target_action")
+	return v, ok
 }
