@@ -282,6 +282,7 @@ type logFollower struct {
 	off     int64  // read so far; where pg_ctl -l appends this start's lines
 	partial []byte // a line not finished yet
 	kept    []byte
+	buf     []byte
 }
 
 func newLogFollower(path string) *logFollower {
@@ -302,11 +303,13 @@ func (f *logFollower) read() []byte {
 	if fi, err := file.Stat(); err == nil && fi.Size() < f.off {
 		f.off, f.partial = 0, nil // truncated: start over
 	}
-	buf := make([]byte, 256<<10)
+	if f.buf == nil {
+		f.buf = make([]byte, 256<<10)
+	}
 	for {
-		n, err := file.ReadAt(buf, f.off)
+		n, err := file.ReadAt(f.buf, f.off)
 		f.off += int64(n)
-		data := append(f.partial, buf[:n]...)
+		data := append(f.partial, f.buf[:n]...)
 		end := bytes.LastIndexByte(data, '\n') + 1
 		for _, line := range bytes.SplitAfter(data[:end], []byte("\n")) {
 			if recoveryLine(line) {
@@ -314,7 +317,7 @@ func (f *logFollower) read() []byte {
 			}
 		}
 		f.partial = append([]byte(nil), data[end:]...)
-		if err != nil || n < len(buf) {
+		if err != nil || n < len(f.buf) {
 			return f.kept
 		}
 	}
