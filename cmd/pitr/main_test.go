@@ -195,3 +195,21 @@ func TestReadmeDocumentsEveryConfigKey(t *testing.T) {
 		}
 	}
 }
+
+// restore --start as root is refused before anything is written: the
+// server could not start, and nothing should be laid out (or prefetched)
+// for it.
+func TestRestoreStartAsRootRefusedFirst(t *testing.T) {
+	isolate(t)
+	geteuid = func() int { return 0 }
+	t.Cleanup(func() { geteuid = os.Geteuid })
+	url, _ := newRepoURL(t)
+	pgdata := filepath.Join(t.TempDir(), "data")
+	code, _, stderr := runPitr(t, "restore", "--repo", url, "--pgdata", pgdata, "--target", "latest", "--start")
+	if code == 0 || !strings.Contains(stderr, "does not run as root") {
+		t.Fatalf("exit %d, stderr %q", code, stderr)
+	}
+	if _, err := os.Stat(pgdata); !os.IsNotExist(err) {
+		t.Fatalf("the data directory was created: %v", err)
+	}
+}

@@ -57,6 +57,11 @@ func runRestore(ctx context.Context, env *environment, args []string) error {
 	if *pgdata == "" && !*dryRun {
 		return fmt.Errorf("%w: --pgdata is required", errUsage)
 	}
+	if *start && !*dryRun && geteuid() == 0 {
+		// Before anything is written: the restore would be laid out,
+		// and the prefetcher started, for a server that cannot start.
+		return errors.New("--start: PostgreSQL does not run as root; run pitr restore as the database's OS user (e.g. sudo -u postgres)")
+	}
 
 	zone := time.Local
 	if *tz != "" {
@@ -157,6 +162,9 @@ func seedPrefetch(env *environment, cfg Config, plan pitr.Plan, pgdata string) {
 	}
 }
 
+// geteuid is os.Geteuid; tests replace it to be root without being root.
+var geteuid = os.Geteuid
+
 // prefetchBeforeStart starts wal-fetch's prefetcher on the seeded spool
 // before the server starts, as restore_command would start it, so that
 // the first segments recovery asks for are downloaded while the server
@@ -200,9 +208,6 @@ func prefetchBeforeStart(env *environment, cfg Config, plan pitr.Plan, pgdata, r
 // startRestored starts the restored server and reports where recovery
 // stopped, or the server's reason for failing.
 func startRestored(ctx context.Context, env *environment, cfg Config, plan pitr.Plan, pgdata string, port int, timeout time.Duration) error {
-	if os.Geteuid() == 0 {
-		return errors.New("--start: PostgreSQL does not run as root; run pitr restore as the database's OS user (e.g. sudo -u postgres)")
-	}
 	bin, err := pitr.FindPGBin(cfg.PGBin, plan.Backup.PGVersionNum)
 	if err != nil {
 		return err
