@@ -893,3 +893,39 @@ func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool)
 		time.Sleep(100 * time.Millisecond)
 	}
 }
+
+// Without hot standby the server accepts connections only when recovery
+// has ended, and cannot pause (PostgreSQL would shut down instead): --start
+// leaves recovery_target_action = 'promote', waits for the whole recovery
+// however long pg_ctl's own wait is (PGCTLTIMEOUT=0 ends that at once),
+// and reports the promotion at the target.
+func TestRestoreStartWithoutHotStandby(t *testing.T) {
+	t.Parallel()
+	s := newProbe(t, probeOpts{kind: "file", gap: 2 * time.Second, conf: map[string]string{"hot_standby": "off"}})
+	dir := pgtest.SharedTempDir(t)
+	pgdata := filepath.Join(dir, "data")
+	res := s.repo.pitrEnv(t, dir, []string{"PGCTLTIMEOUT=0"}, "restore", "--pgdata", pgdata, "--start", "--target", s.midTarget())
+	stopOnCleanup(t, s.src, pgdata)
+	if res.code != 0 || !strings.Contains(res.stdout, "recovery stopping before commit of transaction "+s.xidB) || !strings.Contains(res.stdout, "server promoted") {
+		t.Fatalf("restore --start without hot standby: %v", res)
+	}
+	conf, err := os.ReadFile(filepath.Join(pgdata, "postgresql.auto.conf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	serverLog, err := os.ReadFile(filepath.Join(pgdata, "pitr-restore.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(conf), "recovery_target_action = 'promote'\n") || strings.Contains(string(conf), "'pause'") ||
+		strings.Contains(string(serverLog), "pausing at the end of recovery") {
+		t.Fatalf("want recovery_target_action left at promote and no pause;\npostgresql.auto.conf:\n%s\nserver log:\n%s", conf, serverLog)
+	}
+	if out, err := s.src.RunAsUser(t, "pg_ctl", "-D", pgdata, "-m", "fast", "-w", "stop"); err != nil {
+		t.Fatalf("stop the server pitr started: %v %s", err, out)
+	}
+	rc := pgtest.RestoredCluster(t, pgdata, pgtest.Options{})
+	rc.Start(t)
+	assertRestoredData(t, rc, s.afterA)
+	rc.Stop(t)
+}
