@@ -817,6 +817,9 @@ func TestRestoreStart(t *testing.T) {
 	stop := strings.Index(string(serverLog), "recovery stopping before commit of transaction "+s.xidB)
 	pause := strings.Index(string(serverLog), "pausing at the end of recovery")
 	promote := strings.Index(string(serverLog), "received promote request")
+	if !strings.Contains(res.stdout, "pitr promoted it where recovery paused at the target") {
+		t.Fatalf("restore --start did not say how the server was promoted: %v", res)
+	}
 	if stop < 0 || pause < stop || promote < pause || strings.Contains(string(serverLog), "end-of-recovery") {
 		t.Fatalf("want the stop at B's commit, a pause there, the promotion after it and no end-of-recovery checkpoint; server log:\n%s", serverLog)
 	}
@@ -918,6 +921,7 @@ func TestRestoreStartWithoutHotStandby(t *testing.T) {
 		t.Fatal(err)
 	}
 	if !strings.Contains(string(conf), "recovery_target_action = 'promote'\n") || strings.Contains(string(conf), "'pause'") ||
+		strings.Contains(res.stdout, "paused at the target") ||
 		strings.Contains(string(serverLog), "pausing at the end of recovery") {
 		t.Fatalf("want recovery_target_action left at promote and no pause;\npostgresql.auto.conf:\n%s\nserver log:\n%s", conf, serverLog)
 	}

@@ -48,6 +48,9 @@ type Outcome struct {
 	LastTransaction string
 	RedoDone        string // the LSN of "redo done at"
 	State           string // promoted, paused or shut down
+	// PromotedAtPause: pitr promoted the server where recovery paused at
+	// the target (StartOptions.FastPromote).
+	PromotedAtPause bool
 }
 
 // Log lines the server writes during targeted recovery (xlogrecovery.c,
@@ -151,6 +154,7 @@ func startAndFollow(ctx context.Context, opts StartOptions, promoteAtPause bool)
 		case out.State == "paused" && opts.Action == ActionPause,
 			out.State == "promoted" && opts.Action != ActionShutdown,
 			out.State == "shut down" && opts.Action == ActionShutdown:
+			out.PromotedAtPause = out.State == "promoted" && promoteAtPause
 			return out, nil
 		case out.State == "paused" && promoteAtPause && !latePromote:
 			if pausedSince.IsZero() {

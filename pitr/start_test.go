@@ -229,7 +229,7 @@ recovery_target_action = 'promote'
 func TestStartAndWaitFastPromote(t *testing.T) {
 	opts, pgdata := fakeRestored(t, restoredAutoConf)
 	out, err := StartAndWait(context.Background(), opts)
-	if err != nil || out.State != "promoted" {
+	if err != nil || out.State != "promoted" || !out.PromotedAtPause {
 		t.Fatalf("got %+v, %v", out, err)
 	}
 	if calls := readString(t, filepath.Join(pgdata, "pg_ctl-calls")); calls != "start\npromote\n" {
@@ -252,7 +252,7 @@ func TestStartAndWaitNoPauseWithoutHotStandby(t *testing.T) {
 		t.Fatal(err)
 	}
 	out, err := StartAndWait(context.Background(), opts)
-	if err != nil || out.State != "promoted" {
+	if err != nil || out.State != "promoted" || out.PromotedAtPause {
 		t.Fatalf("got %+v, %v", out, err)
 	}
 	if calls := readString(t, filepath.Join(pgdata, "pg_ctl-calls")); calls != "start\n" {

@@ -231,7 +231,11 @@ func startRestored(ctx context.Context, env *environment, cfg Config, plan pitr.
 	if out.LastTransaction != "" {
 		fmt.Fprintf(env.stdout, "last replayed transaction committed at %s; redo done at %s\n", out.LastTransaction, out.RedoDone)
 	}
-	fmt.Fprintf(env.stdout, "server %s, port %d\n", out.State, port)
+	how := ""
+	if out.PromotedAtPause {
+		how = " (pitr promoted it where recovery paused at the target: no end-of-recovery checkpoint to wait for)"
+	}
+	fmt.Fprintf(env.stdout, "server %s%s, port %d\n", out.State, how, port)
 	return nil
 }
 
