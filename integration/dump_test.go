@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -400,5 +401,67 @@ func TestDumpEncrypted(t *testing.T) {
 	var n int
 	if err := conn.QueryRow(context.Background(), "SELECT count(*) FROM secrets WHERE v LIKE $1", secretRow+"%").Scan(&n); err != nil || n != 100 {
 		t.Fatalf("restored secrets: %d rows, %v; want 100", n, err)
+	}
+}
+
+// The agent's dumps with the real binary: with dump_schedule, a fresh agent
+// backs up first (backups win ties), then dumps every database, and logs
+// the next dump a schedule away; a restarted agent anchors its schedule on
+// that dump in the repository, so it neither dumps again at once nor waits
+// a whole schedule from its own start.
+func TestAgentScheduledDumps(t *testing.T) {
+	t.Parallel()
+	r := newRepo(t, "file", nil)
+	c := archivingCluster(t, r, 1)
+	c.Exec(t, "CREATE DATABASE shop")
+	conn := connectDB(t, c, "shop")
+	if _, err := conn.Exec(context.Background(), "CREATE TABLE orders (id int primary key); INSERT INTO orders SELECT generate_series(1, 100)"); err != nil {
+		t.Fatal(err)
+	}
+	conn.Close(context.Background())
+
+	agentArgs := []string{"--backup-fast-checkpoint", "true", "--drill-schedule", "off", "--dump-schedule", "1d"}
+	cmd, log := startAgent(t, r, c, agentArgs...)
+	waitLog(t, log, "scheduled dump succeeded", 3*time.Minute)
+	stopAgent(t, cmd, log)
+	first := log.String()
+	backupAt, dumpAt := strings.Index(first, "scheduled backup succeeded"), strings.Index(first, "scheduled dump starting")
+	if backupAt < 0 || dumpAt < backupAt {
+		t.Fatalf("want the backup, then the dump:\n%s", first)
+	}
+
+	res := r.pitr(t, c.BaseDir(), "dump", "list", "--json")
+	if res.code != 0 {
+		t.Fatalf("pitr dump list: %v", res)
+	}
+	var runs []dump.Run
+	if err := json.Unmarshal([]byte(res.stdout), &runs); err != nil {
+		t.Fatalf("dump list --json: %v\n%s", err, res.stdout)
+	}
+	if len(runs) != 1 {
+		t.Fatalf("want the agent's one dump run, got %+v", runs)
+	}
+	if d, ok := runs[0].Database("shop"); !ok || d.Size == 0 {
+		t.Fatalf("the agent's dump lacks database shop: %+v", runs[0])
+	}
+
+	cmd, log = startAgent(t, r, c, agentArgs...)
+	waitLog(t, log, "scheduled dumps", time.Minute)
+	time.Sleep(3 * time.Second) // time to start a dump it should not start
+	stopAgent(t, cmd, log)
+	second := log.String()
+	if strings.Contains(second, "scheduled dump starting") {
+		t.Fatalf("a restarted agent dumped again at once:\n%s", second)
+	}
+	m := regexp.MustCompile(`msg="scheduled dumps".*next_dump=(\S+)`).FindStringSubmatch(second)
+	if m == nil {
+		t.Fatalf("no next_dump in the restarted agent's log:\n%s", second)
+	}
+	next, err := time.Parse(time.RFC3339Nano, m[1])
+	if err != nil {
+		t.Fatalf("next_dump %q: %v", m[1], err)
+	}
+	if until := time.Until(next); until < 23*time.Hour || until > 24*time.Hour {
+		t.Fatalf("a restarted agent's next dump is in %v, want a day after the first dump", until)
 	}
 }
