@@ -61,6 +61,7 @@ var (
 	reLastXact    = lazyre.New(`last completed transaction was at log time (.*)`)
 	reRedoDone    = lazyre.New(`redo done at ([0-9A-F]+/[0-9A-F]+)`)
 	rePaused      = lazyre.New(`pausing at the end of recovery`)
+	rePromoteReq  = lazyre.New(`received promote request`)
 	rePromoted    = lazyre.New(`database system is ready to accept connections`)
 	reRecComplete = lazyre.New(`archive recovery complete`)
 	// Only this line means "stopped at the target": a failed recovery also
@@ -156,7 +157,11 @@ func startAndFollow(ctx context.Context, opts StartOptions, promoteAtPause bool)
 			out.State == "shut down" && opts.Action == ActionShutdown:
 			out.PromotedAtPause = out.State == "promoted" && promoteAtPause
 			return out, nil
-		case out.State == "paused" && promoteAtPause && !latePromote:
+		case out.State == "paused" && promoteAtPause && !latePromote && !afterLast(lines, rePaused(), rePromoteReq()):
+			// Paused, and the server has not taken a promotion request
+			// (once it has, ending recovery can take a while: history
+			// files through restore_command, the new timeline's first
+			// segment; a second request would only race with it).
 			if pausedSince.IsZero() {
 				pausedSince = time.Now()
 			}
@@ -330,7 +335,7 @@ func (f *logFollower) read() []byte {
 // recoveryLine reports whether parseRecoveryLog or the FATAL check could
 // use line.
 func recoveryLine(line []byte) bool {
-	for _, re := range []*regexp.Regexp{reStopping(), reLastXact(), reRedoDone(), rePaused(), rePromoted(), reRecComplete(), reShutdown(), reFatal()} {
+	for _, re := range []*regexp.Regexp{reStopping(), reLastXact(), reRedoDone(), rePaused(), rePromoteReq(), rePromoted(), reRecComplete(), reShutdown(), reFatal()} {
 		if re.Match(line) {
 			return true
 		}

@@ -125,7 +125,8 @@ recovery_target_timeline = '1'
 // change the script: "cannot-pause" turns a pause into a shutdown, as
 // PostgreSQL does without hot standby; "lose-promote" forgets a request
 // made before the pause, as a crash restart does; "promote-ends-replay"
-// makes a request before the pause end recovery where it is.
+// makes a request before the pause end recovery where it is;
+// "slow-promotion" takes 4 s from taking the request to being promoted.
 const fakePGCtl = `#!/bin/sh
 while [ $# -gt 0 ]; do
 	case "$1" in
@@ -166,6 +167,7 @@ start)
 		log "pausing at the end of recovery"
 		if [ -e "$D/promote" ]; then
 			log "received promote request"
+			if [ -e "$D/slow-promotion" ]; then sleep 4; fi
 			promoted
 		else
 			touch "$D/paused"
@@ -290,6 +292,20 @@ func TestStartAndWaitPromotesAtPause(t *testing.T) {
 	}
 	if calls := readString(t, filepath.Join(pgdata, "pg_ctl-calls")); calls != "start\npromote\npromote\n" {
 		t.Fatalf("pg_ctl calls %q, want a second promotion request at the pause", calls)
+	}
+}
+
+// A promotion that takes a while once the server took the request is
+// waited for, not requested again.
+func TestStartAndWaitSlowPromotion(t *testing.T) {
+	opts, pgdata := fakeRestored(t, restoredAutoConf)
+	touch(t, filepath.Join(pgdata, "slow-promotion"))
+	out, err := StartAndWait(context.Background(), opts)
+	if err != nil || out.State != "promoted" {
+		t.Fatalf("got %+v, %v", out, err)
+	}
+	if calls := readString(t, filepath.Join(pgdata, "pg_ctl-calls")); calls != "start\npromote\n" {
+		t.Fatalf("pg_ctl calls %q, want one promotion request", calls)
 	}
 }
 
