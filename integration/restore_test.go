@@ -3,12 +3,9 @@ package integration
 import (
 	"context"
 	"encoding/json"
-	"errors"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -840,60 +837,6 @@ func TestRestoreStart(t *testing.T) {
 	startedIn(pgdata)
 	if res.code == 0 || !strings.Contains(res.stderr, "recovery ended before configured recovery target was reached") {
 		t.Fatalf("restore --start to an unreachable xid: %v", res)
-	}
-}
-
-// With --start, wal-fetch's prefetcher starts before the server does, so
-// the first segments recovery asks for are downloaded while the server
-// starts. Here the server cannot start (its port is taken): the prefetcher
-// runs in the restored directory anyway, fills its spool from the first
-// segment on, and once nothing asks for a while, exits and removes it.
-func TestRestoreStartPrefetchesBeforeServer(t *testing.T) {
-	t.Parallel()
-	s := newProbeScenario(t, "file", 2*time.Second)
-	taken, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer taken.Close()
-	port := strconv.Itoa(taken.Addr().(*net.TCPAddr).Port)
-
-	dir := pgtest.SharedTempDir(t)
-	pgdata := filepath.Join(dir, "data")
-	res := s.repo.pitrEnv(t, dir, []string{"PITR_PREFETCH_IDLE=5s"}, "restore", "--pgdata", pgdata, "--start", "--port", port, "--target", s.midTarget())
-	if res.code == 0 || !strings.Contains(res.stderr, "pg_ctl start") {
-		t.Fatalf("restore --start on a taken port: %v", res)
-	}
-	if pids := pgtest.ProcessesIn(pgdata, "wal-prefetch"); len(pids) != 1 {
-		t.Fatalf("want one prefetcher in %s after the server failed to start, found %v", pgdata, pids)
-	}
-	spool := filepath.Join(pgdata, "pg_wal", "pitr_prefetch")
-	segment := regexp.MustCompile(`^[0-9]+_[0-9A-F]{24}$`)
-	waitFor(t, time.Minute, "the prefetcher's first downloads", func() bool {
-		entries, _ := os.ReadDir(spool)
-		for _, e := range entries {
-			if segment.MatchString(e.Name()) {
-				return true
-			}
-		}
-		return false
-	})
-	waitFor(t, time.Minute, "the idle prefetcher to remove its spool and exit", func() bool {
-		_, err := os.Stat(spool)
-		return errors.Is(err, os.ErrNotExist) && len(pgtest.ProcessesIn(pgdata, "wal-prefetch")) == 0
-	})
-}
-
-// waitFor polls cond until it holds, or fails the test naming what it
-// waited for.
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("waited %v for %s", timeout, what)
-		}
-		time.Sleep(100 * time.Millisecond)
 	}
 }
 

@@ -135,13 +135,10 @@ func runRestore(ctx context.Context, env *environment, args []string) error {
 		return err
 	}
 	seedPrefetch(env, cfg, plan, *pgdata)
-	abs, _ := filepath.Abs(*pgdata)
-	if *start {
-		prefetchBeforeStart(env, cfg, plan, abs, restoreCmd)
-	}
 	if err := restoreConfigFiles(ctx, env, st, plan.Backup, *configDir, *force); err != nil {
 		return err
 	}
+	abs, _ := filepath.Abs(*pgdata)
 	if !*start {
 		fmt.Fprintf(env.stdout, "restored backup %s into %s with recovery.signal; start the server (pg_ctl -D %s start) and it replays to the target\n",
 			plan.Backup.Name, abs, abs)
@@ -164,46 +161,6 @@ func seedPrefetch(env *environment, cfg Config, plan pitr.Plan, pgdata string) {
 
 // geteuid is os.Geteuid; tests replace it to be root without being root.
 var geteuid = os.Geteuid
-
-// prefetchBeforeStart starts wal-fetch's prefetcher on the seeded spool
-// before the server starts, as restore_command would start it, so that
-// the first segments recovery asks for are downloaded while the server
-// starts. Started by the first wal-fetch instead, it downloads the first
-// segment while that call waits, and the next calls wait for it too:
-// 0.15 s in the benchmark's restore. Only with --start: a server started
-// later would find the prefetcher gone idle. A failure costs that head
-// start only.
-func prefetchBeforeStart(env *environment, cfg Config, plan pitr.Plan, pgdata, restoreCmd string) {
-	ahead, err := parseFetchAhead(cfg.FetchAhead)
-	if err != nil || ahead == 0 || len(plan.WAL) == 0 {
-		return
-	}
-	// restoreCommandFor refuses spaces in every part, so Fields splits it
-	// back; the prefetcher takes wal-fetch's arguments and reads the
-	// segment to start from in the seed, not in %f.
-	fields := strings.Fields(restoreCmd)
-	if len(fields) < 4 || fields[1] != "wal-fetch" {
-		return
-	}
-	dest := filepath.Join("pg_wal", "RECOVERYXLOG")
-	args := make([]string, 0, len(fields)-2)
-	for _, f := range fields[2:] {
-		switch f {
-		case "%f":
-			f = plan.WAL[0].Name
-		case "%p":
-			f = dest
-		}
-		args = append(args, f)
-	}
-	sp := archive.OpenSpool(pgdata, filepath.Join(pgdata, "global", "pg_control"), filepath.Join(pgdata, dest), ahead)
-	if sp == nil {
-		return
-	}
-	if err := startPrefetcher(sp, args, pgdata); err != nil {
-		env.log.Warn("cannot start the prefetcher before the server; wal-fetch will", "err", err)
-	}
-}
 
 // startRestored starts the restored server and reports where recovery
 // stopped, or the server's reason for failing.

@@ -74,7 +74,7 @@ func runWALFetch(ctx context.Context, env *environment, args []string) error {
 		return err
 	}
 	res, err := a.FetchPrefetched(ctx, pos[0], pos[1], sp, func() {
-		if err := startPrefetcher(sp, args, ""); err != nil {
+		if err := startPrefetcher(sp, args); err != nil {
 			env.log.Warn("cannot start the prefetcher; fetching one segment at a time", "err", err)
 		}
 	})
@@ -117,12 +117,10 @@ func parseFetchAhead(v string) (int, error) {
 }
 
 // startPrefetcher starts `pitr wal-prefetch` with wal-fetch's own arguments
-// (so the same configuration), in dataDir ("": this process's directory,
-// which is the data directory for a restore_command), detached: its own
-// session, so signals to PostgreSQL's process group do not reach it, and no
-// stdio shared with the server, so PostgreSQL's system() call returns as
-// soon as wal-fetch exits.
-func startPrefetcher(sp *archive.Spool, args []string, dataDir string) error {
+// (so the same configuration), detached: its own session, so signals to
+// PostgreSQL's process group do not reach it, and no stdio shared with the
+// server, so PostgreSQL's system() call returns as soon as wal-fetch exits.
+func startPrefetcher(sp *archive.Spool, args []string) error {
 	exe, err := os.Executable()
 	if err != nil {
 		return err
@@ -137,7 +135,6 @@ func startPrefetcher(sp *archive.Spool, args []string, dataDir string) error {
 	defer logf.Close()
 	closeInheritedOnExec()
 	cmd := exec.Command(exe, append([]string{"wal-prefetch"}, args...)...)
-	cmd.Dir = dataDir
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
