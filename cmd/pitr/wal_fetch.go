@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -224,16 +225,34 @@ const prefetcherNice = 10
 
 // lowerOwnPriority sets every thread of this process to nice n (Linux keeps
 // a nice value per thread, and a thread the runtime starts later inherits
-// it from the thread that starts it). Failures are ignored: the priority is
-// an optimisation.
+// it from the thread that starts it). A thread started during a pass by a
+// thread not yet set keeps the old value, and shows in /proc a moment after
+// it copied it, so passes repeat, a millisecond apart, until one finds the
+// same threads as the one before: every thread then has been set, and
+// threads started afterwards inherit n. Failures are ignored: the priority
+// is an optimisation.
 func lowerOwnPriority(n int) {
-	entries, err := os.ReadDir("/proc/self/task")
-	if err != nil {
-		return
-	}
-	for _, e := range entries {
-		if tid, err := strconv.Atoi(e.Name()); err == nil {
-			_ = syscall.Setpriority(syscall.PRIO_PROCESS, tid, n)
+	var seen []string
+	for i := range 20 {
+		if i > 0 {
+			time.Sleep(time.Millisecond)
 		}
+		entries, err := os.ReadDir("/proc/self/task")
+		if err != nil {
+			return
+		}
+		tids := make([]string, len(entries))
+		for i, e := range entries {
+			tids[i] = e.Name()
+		}
+		if slices.Equal(tids, seen) {
+			return
+		}
+		for _, t := range tids {
+			if tid, err := strconv.Atoi(t); err == nil {
+				_ = syscall.Setpriority(syscall.PRIO_PROCESS, tid, n)
+			}
+		}
+		seen = tids
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/pitr-dev/pitr/internal/pgtest"
 )
@@ -85,6 +86,59 @@ func TestLowerOwnPriorityCoversLaterThreads(t *testing.T) {
 		t.Fatalf("child had %d threads (%q), want the four locked ones and more", len(fields), line)
 	}
 	for _, f := range fields {
+		if f != "7" {
+			t.Fatalf("thread nice values %q: want 7 for every thread", line)
+		}
+	}
+}
+
+// Threads that the runtime starts while lowerOwnPriority runs, from
+// threads it has not reached yet, get the value too.
+func TestLowerOwnPriorityWhileThreadsStart(t *testing.T) {
+	if os.Getenv("PITR_TEST_PRIORITY_CHILD") == "2" {
+		release, stop, spawned := make(chan struct{}), make(chan struct{}), make(chan struct{})
+		go func() {
+			defer close(spawned)
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				// A goroutine holding its thread makes the runtime start
+				// another one for everything else.
+				go func() {
+					runtime.LockOSThread()
+					<-release
+				}()
+				time.Sleep(20 * time.Microsecond)
+			}
+		}()
+		time.Sleep(time.Millisecond)
+		lowerOwnPriority(7)
+		close(stop)
+		<-spawned
+		time.Sleep(10 * time.Millisecond)
+		nices, err := pgtest.ThreadNices(os.Getpid())
+		close(release)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fmt.Printf("nices %v\n", nices)
+		return
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^TestLowerOwnPriorityWhileThreadsStart$", "-test.v")
+	cmd.Env = append(os.Environ(), "PITR_TEST_PRIORITY_CHILD=2")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("child: %v\n%s", err, out)
+	}
+	_, line, ok := strings.Cut(string(out), "nices [")
+	if !ok {
+		t.Fatalf("child printed no nice values:\n%s", out)
+	}
+	line, _, _ = strings.Cut(line, "]")
+	for _, f := range strings.Fields(line) {
 		if f != "7" {
 			t.Fatalf("thread nice values %q: want 7 for every thread", line)
 		}
