@@ -70,8 +70,18 @@ func TestLowerOwnPriorityCoversLaterThreads(t *testing.T) {
 		fmt.Printf("nices %v\n", nices)
 		return
 	}
-	cmd := exec.Command(os.Args[0], "-test.run=^TestLowerOwnPriorityCoversLaterThreads$", "-test.v")
-	cmd.Env = append(os.Environ(), "PITR_TEST_PRIORITY_CHILD=1")
+	if n := childThreadsAtNice7(t, "TestLowerOwnPriorityCoversLaterThreads", "1"); n < 5 {
+		t.Fatalf("child had %d threads, want the four locked ones and more", n)
+	}
+}
+
+// childThreadsAtNice7 runs test in a child process with
+// PITR_TEST_PRIORITY_CHILD=mode, requires nice 7 on every thread it
+// reports, and returns how many it had.
+func childThreadsAtNice7(t *testing.T, test, mode string) int {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^"+test+"$", "-test.v")
+	cmd.Env = append(os.Environ(), "PITR_TEST_PRIORITY_CHILD="+mode)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		t.Fatalf("child: %v\n%s", err, out)
@@ -82,14 +92,12 @@ func TestLowerOwnPriorityCoversLaterThreads(t *testing.T) {
 	}
 	line, _, _ = strings.Cut(line, "]")
 	fields := strings.Fields(line)
-	if len(fields) < 5 {
-		t.Fatalf("child had %d threads (%q), want the four locked ones and more", len(fields), line)
-	}
 	for _, f := range fields {
 		if f != "7" {
 			t.Fatalf("thread nice values %q: want 7 for every thread", line)
 		}
 	}
+	return len(fields)
 }
 
 // Threads that the runtime starts while lowerOwnPriority runs, from
@@ -127,20 +135,5 @@ func TestLowerOwnPriorityWhileThreadsStart(t *testing.T) {
 		fmt.Printf("nices %v\n", nices)
 		return
 	}
-	cmd := exec.Command(os.Args[0], "-test.run=^TestLowerOwnPriorityWhileThreadsStart$", "-test.v")
-	cmd.Env = append(os.Environ(), "PITR_TEST_PRIORITY_CHILD=2")
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Fatalf("child: %v\n%s", err, out)
-	}
-	_, line, ok := strings.Cut(string(out), "nices [")
-	if !ok {
-		t.Fatalf("child printed no nice values:\n%s", out)
-	}
-	line, _, _ = strings.Cut(line, "]")
-	for _, f := range strings.Fields(line) {
-		if f != "7" {
-			t.Fatalf("thread nice values %q: want 7 for every thread", line)
-		}
-	}
+	childThreadsAtNice7(t, "TestLowerOwnPriorityWhileThreadsStart", "2")
 }
