@@ -62,17 +62,24 @@ func TestLowerOwnPriorityCoversLaterThreads(t *testing.T) {
 			}()
 		}
 		started.Wait()
-		nices, err := pgtest.ThreadNices(os.Getpid())
-		close(release)
-		if err != nil {
-			t.Fatal(err)
-		}
-		fmt.Printf("nices %v\n", nices)
+		printThreadNices(t, release)
 		return
 	}
 	if n := childThreadsAtNice7(t, "TestLowerOwnPriorityCoversLaterThreads", "1"); n < 5 {
 		t.Fatalf("child had %d threads, want the four locked ones and more", n)
 	}
+}
+
+// printThreadNices is the child's side of childThreadsAtNice7: it prints
+// every thread's nice value, then lets the held threads go.
+func printThreadNices(t *testing.T, release chan struct{}) {
+	t.Helper()
+	nices, err := pgtest.ThreadNices(os.Getpid())
+	close(release)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Printf("nices %v\n", nices)
 }
 
 // childThreadsAtNice7 runs test in a child process with
@@ -127,12 +134,7 @@ func TestLowerOwnPriorityWhileThreadsStart(t *testing.T) {
 		close(stop)
 		<-spawned
 		time.Sleep(10 * time.Millisecond)
-		nices, err := pgtest.ThreadNices(os.Getpid())
-		close(release)
-		if err != nil {
-			t.Fatal(err)
-		}
-		fmt.Printf("nices %v\n", nices)
+		printThreadNices(t, release)
 		return
 	}
 	childThreadsAtNice7(t, "TestLowerOwnPriorityWhileThreadsStart", "2")
