@@ -242,8 +242,8 @@ func lowerOwnPriority(n int) {
 			return
 		}
 		tids := make([]string, len(entries))
-		for i, e := range entries {
-			tids[i] = e.Name()
+		for j, e := range entries {
+			tids[j] = e.Name()
 		}
 		if slices.Equal(tids, seen) {
 			return
