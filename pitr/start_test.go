@@ -140,10 +140,10 @@ done
 echo "$CMD" >> "$D/pg_ctl-calls"
 log() { echo "2026-11-28 12:40:01.000 UTC [100] LOG:  $1" >> "$D/server.log"; }
 promoted() {
+	touch "$D/production"
 	log "redo done at 0/4000A28 system usage: CPU: user: 0.00 s"
 	log "archive recovery complete"
 	log "database system is ready to accept connections"
-	touch "$D/production"
 }
 case "$CMD" in
 start)
@@ -155,7 +155,10 @@ start)
 		promoted
 		exit 0
 	fi
-	(
+	# The test waits for bg-running.* to go before removing the directories.
+	B=$(dirname "$0")
+	touch "$B/bg-running.$$"
+	( (
 		sleep 0.2
 		log "recovery stopping before commit of transaction 742, time 2026-11-28 12:39:31.2+00"
 		if [ -e "$D/cannot-pause" ]; then
@@ -172,7 +175,7 @@ start)
 		else
 			touch "$D/paused"
 		fi
-	) >/dev/null 2>&1 &
+	); rm -f "$B/bg-running.$$" ) >/dev/null 2>&1 &
 	;;
 promote)
 	if [ -e "$D/production" ]; then
@@ -208,6 +211,17 @@ func fakeRestored(t *testing.T, autoConf string) (StartOptions, string) {
 	if err := os.WriteFile(filepath.Join(pgdata, "postgresql.auto.conf"), []byte(autoConf), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	// Registered after the directories, so it runs before they go: the
+	// script's background part may still be writing after StartAndWait
+	// returned (an error, or the lines after the one it waits for).
+	t.Cleanup(func() {
+		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+			if m, _ := filepath.Glob(filepath.Join(bin, "bg-running.*")); len(m) == 0 {
+				return
+			}
+		}
+		t.Error("the fake server's background part did not finish")
+	})
 	return StartOptions{PGBin: bin, PGData: pgdata, Port: 5999, LogFile: filepath.Join(pgdata, "server.log"),
 		Action: ActionPromote, Timeout: 10 * time.Second, FastPromote: true}, pgdata
 }
@@ -318,7 +332,6 @@ func TestStartAndWaitPromotedShort(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "without reaching the recovery target") {
 		t.Fatalf("got %+v, %v", out, err)
 	}
-	time.Sleep(300 * time.Millisecond) // the script's late lines, before the directory goes
 }
 
 func touch(t *testing.T, p string) {
