@@ -54,6 +54,7 @@ type config struct {
 	scale         int
 	clients       int
 	samplesCSV    string
+	walSegSizeMiB int
 }
 
 func main() {
@@ -68,9 +69,14 @@ func main() {
 	flag.IntVar(&cfg.scale, "scale", 20, "pgbench scale when generating the corpus")
 	flag.IntVar(&cfg.clients, "clients", 4, "pgbench clients when generating the corpus")
 	flag.StringVar(&cfg.samplesCSV, "samples", "", "also write every invocation's measurements to this CSV file")
+	flag.IntVar(&cfg.walSegSizeMiB, "wal-segsize", 16, "WAL segment size of the corpus in MiB (initdb --wal-segsize; others than 16 are cached in a subdirectory)")
 	flag.Parse()
 	if flag.NArg() != 0 {
 		fmt.Fprintln(os.Stderr, "walbench: takes no arguments")
+		os.Exit(2)
+	}
+	if n := cfg.walSegSizeMiB; n < 1 || n > 1024 || n&(n-1) != 0 {
+		fmt.Fprintf(os.Stderr, "walbench: -wal-segsize %d: PostgreSQL takes a power of two from 1 to 1024 (MiB)\n", n)
 		os.Exit(2)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
@@ -127,9 +133,10 @@ func run(ctx context.Context, cfg config) (targetMet bool, err error) {
 		}
 	}
 
+	segSize := int64(cfg.walSegSizeMiB) << 20
 	t0 := time.Now()
-	c, generated, err := corpus.Ensure(ctx, cfg.cacheDir, u, corpus.Options{
-		MinSegments: cfg.minSegments, Scale: cfg.scale, Clients: cfg.clients, Logf: logf})
+	c, generated, err := corpus.Ensure(ctx, corpus.SizedDir(cfg.cacheDir, segSize), u, corpus.Options{
+		MinSegments: cfg.minSegments, SegmentSize: segSize, Scale: cfg.scale, Clients: cfg.clients, Logf: logf})
 	if err != nil {
 		return false, err
 	}

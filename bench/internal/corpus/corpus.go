@@ -1,8 +1,9 @@
 // Package corpus makes, caches and loads the benchmark's WAL corpus: real
-// 16 MiB segments written by PostgreSQL 15 under pgbench, copied out by an
-// archive_command, plus the (stopped) data directory of the cluster that
-// wrote them, whose system identifier matches the WAL (pgBackRest's stanza
-// and pitr's pg_control cross-check need it).
+// segments (16 MiB unless asked otherwise) written by PostgreSQL 15 under
+// pgbench, copied out by an archive_command, plus the (stopped) data
+// directory of the cluster that wrote them, whose system identifier matches
+// the WAL (pgBackRest's stanza and pitr's pg_control cross-check need it).
+// A corpus of another segment size lives in a subdirectory (SizedDir).
 //
 // Layout of the cache directory (default bench/.cache, or $PITR_BENCH_CACHE):
 //
@@ -33,8 +34,19 @@ import (
 	"github.com/pitr-dev/pitr/bench/internal/runas"
 )
 
-// SegmentSize is the WAL segment size of the corpus (initdb's default).
+// SegmentSize is the default WAL segment size of a corpus (initdb's
+// default). Options.SegmentSize makes others, up to PostgreSQL's largest,
+// 1 GiB, for the bounded-memory figures.
 const SegmentSize = 16 << 20
+
+// SizedDir is where the cache keeps a corpus of segments of another size
+// than the default, beside the default corpus in cacheDir.
+func SizedDir(cacheDir string, segmentSize int64) string {
+	if segmentSize == SegmentSize {
+		return cacheDir
+	}
+	return filepath.Join(cacheDir, fmt.Sprintf("wal-%dMiB", segmentSize>>20))
+}
 
 const (
 	manifestName    = "manifest.json"
@@ -109,7 +121,9 @@ var ErrMissing = errors.New("no WAL corpus")
 
 // Load returns the corpus in dir after checking that every segment listed in
 // the manifest is present with the right size.
-func Load(dir string) (*Corpus, error) {
+func Load(dir string) (*Corpus, error) { return load(dir, SegmentSize) }
+
+func load(dir string, segmentSize int64) (*Corpus, error) {
 	b, err := os.ReadFile(filepath.Join(dir, manifestName))
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("%w in %s", ErrMissing, dir)
@@ -121,7 +135,7 @@ func Load(dir string) (*Corpus, error) {
 	if err := json.Unmarshal(b, &c.Manifest); err != nil {
 		return nil, fmt.Errorf("%w in %s: bad manifest: %v", ErrMissing, dir, err)
 	}
-	if c.Version != manifestVersion || c.SegmentSize != SegmentSize || len(c.Segments) == 0 {
+	if c.Version != manifestVersion || c.SegmentSize != segmentSize || len(c.Segments) == 0 {
 		return nil, fmt.Errorf("%w in %s: manifest version %d, segment size %d, %d segments",
 			ErrMissing, dir, c.Version, c.SegmentSize, len(c.Segments))
 	}
@@ -139,16 +153,20 @@ func Load(dir string) (*Corpus, error) {
 
 // Options control generation.
 type Options struct {
-	MinSegments int // at least this many segments (default 128)
-	Scale       int // pgbench -i scale (default 20: ~300 MB, more than shared_buffers)
-	Clients     int // pgbench -c (default 4)
-	Threads     int // pgbench -j (default 2)
+	MinSegments int   // at least this many segments (default 128)
+	SegmentSize int64 // initdb --wal-segsize, in bytes (default 16 MiB)
+	Scale       int   // pgbench -i scale (default 20: ~300 MB, more than shared_buffers)
+	Clients     int   // pgbench -c (default 4)
+	Threads     int   // pgbench -j (default 2)
 	Logf        func(format string, args ...any)
 }
 
 func (o Options) withDefaults() Options {
 	if o.MinSegments <= 0 {
 		o.MinSegments = 128
+	}
+	if o.SegmentSize <= 0 {
+		o.SegmentSize = SegmentSize
 	}
 	if o.Scale <= 0 {
 		o.Scale = 20
@@ -169,7 +187,7 @@ func (o Options) withDefaults() Options {
 // incomplete or smaller than opts.MinSegments. generated reports which.
 func Ensure(ctx context.Context, dir string, u runas.User, opts Options) (c *Corpus, generated bool, err error) {
 	opts = opts.withDefaults()
-	c, err = Load(dir)
+	c, err = load(dir, opts.SegmentSize)
 	if err == nil && len(c.Segments) >= opts.MinSegments {
 		return c, false, nil
 	}
@@ -181,7 +199,7 @@ func Ensure(ctx context.Context, dir string, u runas.User, opts Options) (c *Cor
 	if err := generate(ctx, dir, u, opts); err != nil {
 		return nil, false, fmt.Errorf("generate WAL corpus in %s: %w", dir, err)
 	}
-	c, err = Load(dir)
+	c, err = load(dir, opts.SegmentSize)
 	return c, true, err
 }
 
@@ -223,7 +241,8 @@ func generate(ctx context.Context, dir string, u runas.User, opts Options) error
 	}
 	c := &Cluster{User: u, BinDir: binDir, DataDir: filepath.Join(dir, "pgdata"), LogPath: filepath.Join(dir, "server.log"), SockDir: dir}
 	opts.Logf("initdb %s", c.DataDir)
-	if _, err := c.cmd(ctx, "initdb", "-D", c.DataDir, "-A", "trust", "-U", "postgres", "-N", "-E", "UTF8", "--locale=C"); err != nil {
+	if _, err := c.cmd(ctx, "initdb", "-D", c.DataDir, "-A", "trust", "-U", "postgres", "-N", "-E", "UTF8", "--locale=C",
+		"--wal-segsize="+strconv.FormatInt(opts.SegmentSize>>20, 10)); err != nil {
 		return err
 	}
 	archive := fmt.Sprintf("test ! -f %[1]s/%%f && cp %%p %[1]s/.%%f.tmp && mv %[1]s/.%%f.tmp %[1]s/%%f", walDir)
@@ -242,7 +261,7 @@ func generate(ctx context.Context, dir string, u runas.User, opts Options) error
 		if err != nil {
 			return 0, err
 		}
-		return segmentNumber(name)
+		return segmentNumber(name, opts.SegmentSize)
 	}
 	first, err := segno()
 	if err != nil {
@@ -319,7 +338,9 @@ func generate(ctx context.Context, dir string, u runas.User, opts Options) error
 	// From now on the data directory only serves as pgBackRest's pg1-path
 	// and pitr's working directory: no more archiving, and no need to keep
 	// pgbench's tables or a gigabyte of recycled WAL in the cache.
-	if err := c.writeConf(append([][2]string{{"archive_mode", "off"}, {"min_wal_size", "32MB"}, {"max_wal_size", "64MB"}}, settings...)); err != nil {
+	// PostgreSQL wants min_wal_size of at least two segments.
+	walSize := strconv.FormatInt(max(2*opts.SegmentSize, 32<<20)>>20, 10) + "MB"
+	if err := c.writeConf(append([][2]string{{"archive_mode", "off"}, {"min_wal_size", walSize}, {"max_wal_size", walSize}}, settings...)); err != nil {
 		return err
 	}
 	if cl, err = StartCluster(ctx, u, binDir, c.DataDir, c.LogPath); err != nil {
@@ -327,8 +348,14 @@ func generate(ctx context.Context, dir string, u runas.User, opts Options) error
 	}
 	// Each checkpoint lowers the server's estimate of the WAL it needs by a
 	// tenth; dozens of them let it remove the recycled segments.
+	// With large segments min_wal_size keeps two of them whatever happens,
+	// and every switch would start another: two rounds are enough.
+	rounds := 60
+	if opts.SegmentSize > SegmentSize {
+		rounds = 2
+	}
 	shrink := []string{"DROP TABLE pgbench_accounts, pgbench_branches, pgbench_tellers, pgbench_history"}
-	for i := 0; i < 60; i++ {
+	for i := 0; i < rounds; i++ {
 		shrink = append(shrink, "SELECT pg_switch_wal()", "CHECKPOINT")
 	}
 	if err := cl.Exec(ctx, shrink...); err != nil {
@@ -341,7 +368,7 @@ func generate(ctx context.Context, dir string, u runas.User, opts Options) error
 	m := Manifest{
 		Version:      manifestVersion,
 		PostgreSQL:   pgVersion,
-		SegmentSize:  SegmentSize,
+		SegmentSize:  opts.SegmentSize,
 		InitSegments: int(afterInit - first),
 		Scale:        opts.Scale,
 		Clients:      opts.Clients,
@@ -361,7 +388,7 @@ func generate(ctx context.Context, dir string, u runas.User, opts Options) error
 	if len(m.Segments) < opts.MinSegments {
 		return fmt.Errorf("only %d segments archived, want %d", len(m.Segments), opts.MinSegments)
 	}
-	sysID, err := checkSegments(walDir, m.Segments, filepath.Join(c.DataDir, "global", "pg_control"))
+	sysID, err := checkSegments(walDir, m.Segments, opts.SegmentSize, filepath.Join(c.DataDir, "global", "pg_control"))
 	if err != nil {
 		return err
 	}
@@ -383,8 +410,8 @@ func generate(ctx context.Context, dir string, u runas.User, opts Options) error
 	return os.Rename(tmp, filepath.Join(dir, manifestName))
 }
 
-// segmentNumber parses a 16 MiB segment's file name into its segment number.
-func segmentNumber(name string) (uint64, error) {
+// segmentNumber parses a segment's file name into its segment number.
+func segmentNumber(name string, segmentSize int64) (uint64, error) {
 	if len(name) != 24 {
 		return 0, fmt.Errorf("not a WAL segment name: %q", name)
 	}
@@ -393,7 +420,7 @@ func segmentNumber(name string) (uint64, error) {
 	if err1 != nil || err2 != nil {
 		return 0, fmt.Errorf("not a WAL segment name: %q", name)
 	}
-	return log*(0x100000000/SegmentSize) + seg, nil
+	return log*(0x100000000/uint64(segmentSize)) + seg, nil
 }
 
 var segmentName = regexp.MustCompile(`^[0-9A-F]{24}$`)
@@ -420,7 +447,7 @@ func listSegments(dir string) ([]string, error) {
 
 // checkSegments verifies every segment's size and long page header and that
 // they all name the data directory's system; it returns that system id.
-func checkSegments(dir string, names []string, pgControl string) (uint64, error) {
+func checkSegments(dir string, names []string, segmentSize int64, pgControl string) (uint64, error) {
 	ctl, err := wal.ReadControlSystemID(pgControl)
 	if err != nil {
 		return 0, err
@@ -439,8 +466,8 @@ func checkSegments(dir string, names []string, pgControl string) (uint64, error)
 		if err != nil {
 			return 0, fmt.Errorf("%s: %w", name, err)
 		}
-		if fi.Size() != SegmentSize {
-			return 0, fmt.Errorf("%s: %d bytes, want %d", name, fi.Size(), SegmentSize)
+		if fi.Size() != segmentSize {
+			return 0, fmt.Errorf("%s: %d bytes, want %d", name, fi.Size(), segmentSize)
 		}
 		h, err := wal.ParseLongPageHeader(buf)
 		if err != nil {
