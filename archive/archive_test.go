@@ -363,8 +363,9 @@ func TestFetchRefusesOtherCluster(t *testing.T) {
 }
 
 func TestSegmentSizes(t *testing.T) {
-	// The header carries the segment size, so any valid size round-trips.
-	for _, mb := range []uint64{1, 16, 64} {
+	// The header carries the segment size, so any valid size round-trips;
+	// 128 MiB is over mapLimit: streamed, in frames from two workers.
+	for _, mb := range []uint64{1, 16, 64, 128} {
 		f := newFixture(t) // the first segment after the rollover has the same name at every size
 		size, _ := wal.NewSegmentSize(mb << 20)
 		b := make([]byte, size)
@@ -389,5 +390,32 @@ func TestSegmentSizes(t *testing.T) {
 		if err != nil || !bytes.Equal(got, b) {
 			t.Fatalf("%d MiB: fetch %v", mb, err)
 		}
+	}
+}
+
+// Segments over mapLimit are compressed on two workers; smaller ones on
+// one, whatever their window, and a configured concurrency is kept.
+func TestWALCodecOptions(t *testing.T) {
+	for _, c := range []struct {
+		conc       int
+		size       int64
+		wantConc   int
+		wantWindow int
+	}{
+		{0, 16 << 20, 0, walWindow},
+		{0, mapLimit, 0, walWindow},
+		{0, mapLimit + 1, largeSegmentWorkers, walWindow},
+		{0, 1 << 30, largeSegmentWorkers, walWindow},
+		{4, 1 << 30, 4, walWindow},
+		{3, 16 << 20, 3, walWindow},
+	} {
+		got := walCodecOptions(codec.Options{Concurrency: c.conc}, c.size)
+		if got.Concurrency != c.wantConc || got.WindowSize != c.wantWindow {
+			t.Errorf("concurrency %d, %d bytes: got concurrency %d, window %d; want %d, %d",
+				c.conc, c.size, got.Concurrency, got.WindowSize, c.wantConc, c.wantWindow)
+		}
+	}
+	if got := walCodecOptions(codec.Options{WindowSize: 4 << 20}, 16<<20); got.WindowSize != 4<<20 {
+		t.Errorf("configured window replaced: %d", got.WindowSize)
 	}
 }

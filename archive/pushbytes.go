@@ -64,11 +64,7 @@ func (a *Archiver) PushReaderAt(ctx context.Context, id repo.SystemID, name stri
 	default:
 		return res, fmt.Errorf("push %s: %w", name, err)
 	}
-	opts := a.Codec
-	if opts.WindowSize == 0 {
-		opts.WindowSize = walWindow
-	}
-	stored, err := codec.Put(ctx, a.Store, key, io.NewSectionReader(r, 0, size), size, opts)
+	stored, err := codec.Put(ctx, a.Store, key, io.NewSectionReader(r, 0, size), size, walCodecOptions(a.Codec, size))
 	if err != nil {
 		return res, fmt.Errorf("push %s: %w", name, err)
 	}
