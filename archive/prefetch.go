@@ -51,6 +51,19 @@ type Spool struct {
 	DataDir string
 	System  repo.SystemID // from the data directory's global/pg_control
 	Ahead   int           // segments to keep downloaded ahead of the last request
+	// AheadBytes, when set, lowers Ahead for large segments to the number
+	// that fits in this many bytes, never below one: eight 16 MiB segments
+	// are 128 MiB in pg_wal, eight 1 GiB ones (initdb --wal-segsize=1024)
+	// would be 8 GiB on a disk sized for the server's own WAL.
+	AheadBytes int64
+}
+
+// ahead is how many segments of this size the spool keeps ahead.
+func (s *Spool) ahead(size wal.SegmentSize) int {
+	if s.AheadBytes <= 0 || s.Ahead <= 1 {
+		return s.Ahead
+	}
+	return min(s.Ahead, max(1, int(s.AheadBytes/int64(size))))
 }
 
 // OpenSpool returns the spool for a restore_command destination, or nil when
@@ -164,8 +177,8 @@ func (s *Spool) writeWanted(w wanted) error {
 }
 
 // window lists the segments the prefetcher keeps: the wanted one (which
-// wal-fetch may be taking from the spool right now) and the Ahead after it,
-// on the same timeline.
+// wal-fetch may be taking from the spool right now) and the ones after it
+// (Ahead, or fewer within AheadBytes), on the same timeline.
 func (s *Spool) window(w wanted) []string {
 	size := wal.SegmentSize(w.SegSize)
 	seg, err := size.ParseFileName(w.Name)
@@ -173,7 +186,7 @@ func (s *Spool) window(w wanted) []string {
 		return nil
 	}
 	out := []string{w.Name}
-	for range s.Ahead {
+	for range s.ahead(size) {
 		seg = size.Next(seg)
 		out = append(out, size.FileName(seg))
 	}
@@ -388,8 +401,9 @@ type PrefetchOptions struct {
 
 // Prefetch runs the prefetcher of sp until recovery ends, no segment was
 // asked for in opts.Idle, or ctx is cancelled. It keeps sp.Ahead segments
-// after the last wanted one downloaded and verified in the spool (at most
-// sp.Ahead+1 files, downloads in progress included) and deletes the rest.
+// (fewer within sp.AheadBytes) after the last wanted one downloaded and
+// verified in the spool (at most that many plus one files, downloads in
+// progress included) and deletes the rest.
 // It stops going ahead at the first segment the repository does not have,
 // and tries again when wal-fetch asks for something new. When it exits
 // because recovery ended or it was idle, it removes the spool.

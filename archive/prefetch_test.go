@@ -379,3 +379,38 @@ func TestSeededPrefetchStartsBeforeTheFirstFetch(t *testing.T) {
 		t.Fatal("a seed with a bad segment name was accepted")
 	}
 }
+
+// A byte budget lowers the window for large segments, never below one
+// segment ahead, and never raises it.
+func TestSpoolWindowWithinAheadBytes(t *testing.T) {
+	for _, c := range []struct {
+		segSize    uint64
+		ahead      int
+		aheadBytes int64
+		want       int // segments after the wanted one
+	}{
+		{16 << 20, 8, 128 << 20, 8},
+		{64 << 20, 8, 128 << 20, 2},
+		{1 << 30, 8, 128 << 20, 1},
+		{1 << 20, 8, 128 << 20, 8}, // the budget never raises Ahead
+		{1 << 30, 8, 0, 8},         // no budget: a count someone set
+		{1 << 30, 3, 4 << 30, 3},   // within the budget
+		{256 << 20, 8, 1 << 30, 4},
+	} {
+		size := wal.SegmentSize(c.segSize)
+		first := wal.Segment{TLI: 2, No: wal.SegNo(size.SegmentsPerXLogID()) - 1} // the next one rolls over the log number
+		sp := &Spool{Ahead: c.ahead, AheadBytes: c.aheadBytes}
+		win := sp.window(wanted{Name: size.FileName(first), SegSize: c.segSize})
+		if len(win) != c.want+1 {
+			t.Errorf("%d MiB segments, ahead %d within %d bytes: window %v, want %d after the wanted one",
+				c.segSize>>20, c.ahead, c.aheadBytes, win, c.want)
+			continue
+		}
+		for i, name := range win {
+			seg, err := size.ParseFileName(name)
+			if err != nil || seg.TLI != 2 || seg.No != first.No+wal.SegNo(i) {
+				t.Errorf("%d MiB segments: window[%d] = %s (%v), want segment %d on timeline 2", c.segSize>>20, i, name, err, first.No+wal.SegNo(i))
+			}
+		}
+	}
+}

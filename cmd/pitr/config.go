@@ -44,7 +44,7 @@ type Config struct {
 	LogLevel         string `yaml:"log_level" doc:"debug, info (default), warn or error"`
 	LogFormat        string `yaml:"log_format" doc:"text (default) or json"`
 	ArchiveAhead     string `yaml:"archive_ahead" doc:"how many ready WAL files archive-push's background archiver archives concurrently when it finds a backlog: a number, default half the CPUs (2 to 8), or off"`
-	FetchAhead       string `yaml:"fetch_ahead" doc:"how many segments after the one asked for wal-fetch downloads ahead, in the background, during recovery: a number, default 8, or off"`
+	FetchAhead       string `yaml:"fetch_ahead" doc:"how many segments after the one asked for wal-fetch downloads ahead, in the background, during recovery: a number, or off; by default 8, or fewer for segments over 16 MiB (128 MiB of them, at least one)"`
 
 	DSN                  string `yaml:"dsn" doc:"libpq connection string of the server pitr backup copies (default: PGHOST, PGPORT, PGUSER, ... environment); a password in it reaches pg_basebackup and pg_dump as PGPASSWORD, never on their command lines; put it in the config file, PITR_DSN, PGPASSWORD or ~/.pgpass, not --dsn"`
 	PGBin                string `yaml:"pg_bin" doc:"directory of pg_basebackup, which must match the server's major version (default /usr/lib/postgresql/<major>/bin)"`

@@ -66,7 +66,10 @@ func walFetchArgs(ctx context.Context, env *environment, name, usage string, arg
 	if a, err = newArchiver(ctx, env, func() (Config, error) { return cfg, nil }, fetchRetries); err != nil {
 		return nil, nil, "", nil, err
 	}
-	return a, pos, *partialName, archive.OpenSpool(a.DataDir, a.ControlFile, pos[1], ahead), nil
+	if sp = archive.OpenSpool(a.DataDir, a.ControlFile, pos[1], ahead); sp != nil {
+		sp.AheadBytes = fetchAheadBytes(cfg.FetchAhead)
+	}
+	return a, pos, *partialName, sp, nil
 }
 
 func runWALFetch(ctx context.Context, env *environment, args []string) error {
@@ -100,8 +103,23 @@ func runWALFetch(ctx context.Context, env *environment, args []string) error {
 }
 
 // defaultFetchAhead: 8 segments (128 MiB at the default size) keep replay
-// fed through a slow patch of storage without much disk.
-const defaultFetchAhead = 8
+// fed through a slow patch of storage without much disk. With larger
+// segments the default keeps fewer, within defaultFetchAheadBytes (at
+// least one): pgBackRest's archive-get queue is 128 MiB by default too.
+const (
+	defaultFetchAhead      = 8
+	defaultFetchAheadBytes = 128 << 20
+)
+
+// fetchAheadBytes is the spool's byte budget: the default's, unless
+// fetch_ahead names a number of segments, which is then kept whatever
+// their size.
+func fetchAheadBytes(v string) int64 {
+	if strings.TrimSpace(v) == "" {
+		return defaultFetchAheadBytes
+	}
+	return 0
+}
 
 func parseFetchAhead(v string) (int, error) {
 	switch strings.ToLower(strings.TrimSpace(v)) {

@@ -1,7 +1,10 @@
 package main
 
 import (
+	"context"
 	"fmt"
+	"io"
+	"log/slog"
 	"os"
 	"os/exec"
 	"runtime"
@@ -138,4 +141,40 @@ func TestLowerOwnPriorityWhileThreadsStart(t *testing.T) {
 		return
 	}
 	childThreadsAtNice7(t, "TestLowerOwnPriorityWhileThreadsStart", "2")
+}
+
+// The default fetch_ahead keeps fewer large segments ahead (a byte budget);
+// a number someone set is a number of segments, whatever their size.
+func TestWalFetchSpoolAheadBytes(t *testing.T) {
+	isolate(t)
+	url, _ := newRepoURL(t)
+	for _, d := range []string{"global", "pg_wal"} {
+		if err := os.Mkdir(d, 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for name, b := range map[string][]byte{"global/pg_control": {7, 0, 0, 0, 0, 0, 0, 0}, "recovery.signal": nil} {
+		if err := os.WriteFile(name, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, c := range []struct {
+		flags      []string
+		ahead      int
+		aheadBytes int64
+	}{
+		{nil, defaultFetchAhead, defaultFetchAheadBytes},
+		{[]string{"--fetch-ahead", "8"}, 8, 0},
+		{[]string{"--fetch-ahead", "20"}, 20, 0},
+	} {
+		env := &environment{stdout: io.Discard, stderr: io.Discard, logLevel: new(slog.LevelVar), log: slog.New(slog.DiscardHandler)}
+		args := append(append([]string{"--repo", url}, c.flags...), "000000010000000000000001", "pg_wal/RECOVERYXLOG")
+		_, _, _, sp, err := walFetchArgs(context.Background(), env, "wal-fetch", "", args)
+		if err != nil || sp == nil {
+			t.Fatalf("%v: spool %v, %v", c.flags, sp, err)
+		}
+		if sp.Ahead != c.ahead || sp.AheadBytes != c.aheadBytes {
+			t.Errorf("%v: ahead %d within %d bytes, want %d within %d", c.flags, sp.Ahead, sp.AheadBytes, c.ahead, c.aheadBytes)
+		}
+	}
 }
