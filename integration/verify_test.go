@@ -2,6 +2,7 @@ package integration
 
 import (
 	"fmt"
+	"os"
 	"regexp"
 	"strconv"
 	"strings"
@@ -131,6 +132,15 @@ type walLayout struct {
 }
 
 var walLayouts = []walLayout{{"seg1MiB", 1}, {"seg16MiB", 16}, {"seg64MiB", 64}}
+
+// PITR_TEST_1GIB_SEGMENTS=1 adds PostgreSQL's largest segment size, run by
+// hand: every scenario on it writes several GiB of segments (each one
+// zero-filled when created), too much for each `make test`.
+func init() {
+	if os.Getenv("PITR_TEST_1GIB_SEGMENTS") == "1" {
+		walLayouts = append(walLayouts, walLayout{"seg1024MiB", 1024})
+	}
+}
 
 // rolloverStart is the segment pg_resetwal -l starts a fresh cluster of
 // segMB MiB segments at: three segments before the one that starts at LSN
