@@ -338,9 +338,9 @@ func generate(ctx context.Context, dir string, u runas.User, opts Options) error
 	// From now on the data directory only serves as pgBackRest's pg1-path
 	// and pitr's working directory: no more archiving, and no need to keep
 	// pgbench's tables or a gigabyte of recycled WAL in the cache.
-	// PostgreSQL wants min_wal_size of at least two segments.
-	walSize := strconv.FormatInt(max(2*opts.SegmentSize, 32<<20)>>20, 10) + "MB"
-	if err := c.writeConf(append([][2]string{{"archive_mode", "off"}, {"min_wal_size", walSize}, {"max_wal_size", walSize}}, settings...)); err != nil {
+	// PostgreSQL wants min_wal_size and max_wal_size of at least two segments.
+	mb := func(n int64) string { return strconv.FormatInt(max(n, 2*opts.SegmentSize)>>20, 10) + "MB" }
+	if err := c.writeConf(append([][2]string{{"archive_mode", "off"}, {"min_wal_size", mb(32 << 20)}, {"max_wal_size", mb(64 << 20)}}, settings...)); err != nil {
 		return err
 	}
 	if cl, err = StartCluster(ctx, u, binDir, c.DataDir, c.LogPath); err != nil {
